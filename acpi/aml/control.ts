@@ -1,0 +1,81 @@
+import { Op } from './opcodes.js';
+import { writePackage } from './pkglength.js';
+import { encodeToBytes, type ByteSink } from './sink.js';
+import type { TermArg, TermObj } from './types.js';
+
+function encodeList(terms: readonly TermObj[]): Uint8Array {
+  return encodeToBytes((s) => {
+    for (const t of terms) t.encode(s);
+  });
+}
+
+/** If (Predicate) {...} [Else {...}], 19.6.60; in AML the Else is a separate ElseOp package right after the If. */
+export class If {
+  readonly kind = 'If';
+  constructor(
+    readonly predicate: TermArg,
+    readonly body: readonly TermObj[],
+    readonly elseBody?: readonly TermObj[],
+  ) {}
+  encode(sink: ByteSink): void {
+    sink.byte(Op.If);
+    writePackage(
+      sink,
+      encodeToBytes((s) => {
+        this.predicate.encode(s);
+        s.bytes(encodeList(this.body));
+      }),
+    );
+    if (this.elseBody) {
+      sink.byte(Op.Else);
+      writePackage(sink, encodeList(this.elseBody));
+    }
+  }
+}
+
+/** While (Predicate) {...}, 19.6.158. */
+export class While {
+  readonly kind = 'While';
+  constructor(
+    readonly predicate: TermArg,
+    readonly body: readonly TermObj[],
+  ) {}
+  encode(sink: ByteSink): void {
+    sink.byte(Op.While);
+    writePackage(
+      sink,
+      encodeToBytes((s) => {
+        this.predicate.encode(s);
+        s.bytes(encodeList(this.body));
+      }),
+    );
+  }
+}
+
+/** Return (Value), 19.6.120. */
+export class Return {
+  readonly kind = 'Return';
+  constructor(readonly value: TermArg) {}
+  encode(sink: ByteSink): void {
+    sink.byte(Op.Return);
+    this.value.encode(sink);
+  }
+}
+
+/** Break, 19.6.8. */
+export class Break {
+  readonly kind = 'Break';
+  encode(sink: ByteSink): void {
+    sink.byte(Op.Break);
+  }
+}
+
+/** Noop, 19.6.92. */
+export class Noop {
+  readonly kind = 'Noop';
+  encode(sink: ByteSink): void {
+    sink.byte(Op.Noop);
+  }
+}
+
+export { encodeList };
