@@ -146,7 +146,10 @@ export function termAsl(t: AmlTerm, depth = 0): string {
     case 'Name':
       return indentBlock(`Name (${t.name}, ${exprAsl(t.value)})`, depth);
     case 'External':
-      return `${pad}External (${t.name}, ${objectTypeNames[ObjectType[t.type]]}${t.type === 'Method' ? `, ${t.argCount}` : ''})`;
+      // A method External spells its argument count as a list of parameter types.
+      return t.type === 'Method' && t.argCount > 0
+        ? `${pad}External (${t.name}, MethodObj, UnknownObj, {${Array(t.argCount).fill('UnknownObj').join(', ')}})`
+        : `${pad}External (${t.name}, ${objectTypeNames[ObjectType[t.type]]})`;
     case 'Mutex':
       return `${pad}Mutex (${t.name}, ${t.syncLevel})`;
     case 'OperationRegion': {
