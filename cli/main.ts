@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { register as registerSsdtBuild } from './ssdt-build.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './usage-error.js';
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+const defaultIo: Io = {
+  out: (s) => process.stdout.write(s + '\n'),
+  err: (s) => process.stderr.write(s + '\n'),
+};
+
+export function program(io: Io): Command {
+  const p = new Command('eve-diag')
+    .description('Know when an EVE / QEMU application VM hangs, why, and what the guest was doing.')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
+    .exitOverride();
+  const ssdt = p.command('ssdt').description('build and inspect the diagnostic SSDT').exitOverride();
+  registerSsdtBuild(ssdt, io.out);
+  for (const c of ssdt.commands) c.exitOverride();
+  return p;
+}
+
+/** Run the CLI; returns the exit code (0 ok, 1 runtime failure, 2 bad input). */
+export async function main(argv: string[], io: Io = defaultIo): Promise<number> {
+  try {
+    await program(io).parseAsync(argv, { from: 'user' });
+    return EXIT_OK;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0) return EXIT_OK;
+      return EXIT_USAGE; // commander already printed the message
+    }
+    if (e instanceof UsageError) {
+      io.err(`eve-diag: ${e.message}`);
+      return EXIT_USAGE;
+    }
+    io.err(`eve-diag: ${(e as Error).message ?? String(e)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+const isEntry = (() => {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+})();
+if (isEntry) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
