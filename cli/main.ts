@@ -3,6 +3,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { register as registerSsdtBuild } from './ssdt-build.js';
+import { register as registerSsdtInspect } from './ssdt-inspect.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './usage-error.js';
 
 export interface Io {
@@ -23,6 +24,7 @@ export function program(io: Io): Command {
     .exitOverride();
   const ssdt = p.command('ssdt').description('build and inspect the diagnostic SSDT').exitOverride();
   registerSsdtBuild(ssdt, io.out);
+  registerSsdtInspect(ssdt, io.out);
   for (const c of ssdt.commands) c.exitOverride();
   return p;
 }

@@ -9,7 +9,7 @@ function encodeList(terms: readonly TermObj[]): Uint8Array {
   });
 }
 
-/** If (Predicate) {...} [Else {...}], 19.6.60; in AML the Else is a separate ElseOp package right after the If. */
+/** If (Predicate) {...} [Else {...}]; in AML the Else is a separate ElseOp package right after the If. */
 export class If {
   readonly kind = 'If';
   constructor(
@@ -33,7 +33,7 @@ export class If {
   }
 }
 
-/** While (Predicate) {...}, 19.6.158. */
+/** While (Predicate) {...}. */
 export class While {
   readonly kind = 'While';
   constructor(
@@ -52,7 +52,7 @@ export class While {
   }
 }
 
-/** Return (Value), 19.6.120. */
+/** Return (Value). */
 export class Return {
   readonly kind = 'Return';
   constructor(readonly value: TermArg) {}
@@ -62,7 +62,7 @@ export class Return {
   }
 }
 
-/** Break, 19.6.8. */
+/** Break. */
 export class Break {
   readonly kind = 'Break';
   encode(sink: ByteSink): void {
@@ -70,7 +70,7 @@ export class Break {
   }
 }
 
-/** Noop, 19.6.92. */
+/** Noop. */
 export class Noop {
   readonly kind = 'Noop';
   encode(sink: ByteSink): void {

@@ -10,7 +10,7 @@ function encodeTarget(sink: ByteSink, target: SuperName | undefined): void {
   else sink.byte(0x00);
 }
 
-/** Store (TermArg, SuperName), 19.6.132. */
+/** Store (TermArg, SuperName). */
 export class Store {
   readonly kind = 'Store';
   constructor(
@@ -53,7 +53,7 @@ export class Binary {
   }
 }
 
-/** Not (Operand, Target), 19.6.93. */
+/** Not (Operand, Target). */
 export class Not {
   readonly kind = 'Not';
   constructor(
@@ -67,7 +67,7 @@ export class Not {
   }
 }
 
-/** Increment (SuperName) / Decrement (SuperName), 19.6.62 / 19.6.31. */
+/** Increment (SuperName) / Decrement (SuperName),. */
 export class IncDec {
   readonly kind = 'IncDec';
   constructor(
@@ -104,7 +104,7 @@ export class Logical {
   }
 }
 
-/** LNot (Operand), 19.6.74. */
+/** LNot (Operand). */
 export class LNot {
   readonly kind = 'LNot';
   constructor(readonly operand: TermArg) {}
@@ -122,7 +122,7 @@ export class Timer {
   }
 }
 
-/** Index (Source, Index, Target), 19.6.63. */
+/** Index (Source, Index, Target). */
 export class Index {
   readonly kind = 'Index';
   constructor(
@@ -138,7 +138,7 @@ export class Index {
   }
 }
 
-/** DerefOf (ObjectReference), 19.6.32. */
+/** DerefOf (ObjectReference). */
 export class DerefOf {
   readonly kind = 'DerefOf';
   constructor(readonly ref: TermArg) {}
@@ -148,7 +148,7 @@ export class DerefOf {
   }
 }
 
-/** SizeOf (SuperName), 19.6.124. */
+/** SizeOf (SuperName). */
 export class SizeOf {
   readonly kind = 'SizeOf';
   constructor(readonly object: SuperName) {}
@@ -158,7 +158,7 @@ export class SizeOf {
   }
 }
 
-/** Notify (Object, Value), 19.6.95. */
+/** Notify (Object, Value). */
 export class Notify {
   readonly kind = 'Notify';
   constructor(
@@ -200,7 +200,7 @@ export class CreateField {
   }
 }
 
-/** Acquire (Mutex, Timeout), 19.6.1; Timeout is a raw WordData in milliseconds, 0xFFFF waits forever. */
+/** Acquire (Mutex, Timeout); Timeout is a raw WordData in milliseconds, 0xFFFF waits forever. */
 export class Acquire {
   readonly kind = 'Acquire';
   constructor(
@@ -218,7 +218,7 @@ export class Acquire {
   }
 }
 
-/** Release (Mutex), 19.6.115. */
+/** Release (Mutex). */
 export class Release {
   readonly kind = 'Release';
   constructor(readonly mutex: SuperName) {}

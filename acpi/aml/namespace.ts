@@ -16,7 +16,7 @@ function encodeNamedContainer(sink: ByteSink, name: NamePath, body: readonly Ter
   );
 }
 
-/** Scope (Location) {...}, 19.6.122. The scope must already exist (or be declared External). */
+/** Scope (Location) {...}. The scope must already exist (or be declared External). */
 export class Scope {
   readonly kind = 'Scope';
   readonly name: NamePath;
@@ -32,7 +32,7 @@ export class Scope {
   }
 }
 
-/** Device (Name) {...}, 19.6.31. */
+/** Device (Name) {...}. */
 export class Device {
   readonly kind = 'Device';
   readonly name: NamePath;
@@ -48,7 +48,7 @@ export class Device {
   }
 }
 
-/** ThermalZone (Name) {...}, 19.6.137. */
+/** ThermalZone (Name) {...}. */
 export class ThermalZone {
   readonly kind = 'ThermalZone';
   readonly name: NamePath;
@@ -64,7 +64,7 @@ export class ThermalZone {
   }
 }
 
-/** Name (Name, Object), 19.6.90. */
+/** Name (Name, Object). */
 export class Name {
   readonly kind = 'Name';
   readonly name: NamePath;
@@ -90,7 +90,7 @@ export interface MethodOptions {
   syncLevel?: number;
 }
 
-/** Method (Name, NumArgs, SerializeRule, SyncLevel) {...}, 19.6.85. MethodFlags: bits 0-2 args, bit 3 serialized, bits 4-7 sync level. */
+/** Method (Name, NumArgs, SerializeRule, SyncLevel) {...}. MethodFlags: bits 0-2 args, bit 3 serialized, bits 4-7 sync level. */
 export class Method {
   readonly kind = 'Method';
   readonly name: NamePath;
@@ -146,7 +146,7 @@ export const ObjectType = {
 } as const;
 export type ObjectTypeName = keyof typeof ObjectType;
 
-/** External (Name, ObjectType, ...), 19.6.45; encoded as ExternalOp NameString ObjectType ArgumentCount. */
+/** External (Name, ObjectType, ...); encoded as ExternalOp NameString ObjectType ArgumentCount. */
 export class External {
   readonly kind = 'External';
   readonly name: NamePath;
@@ -170,7 +170,7 @@ export class External {
   }
 }
 
-/** Mutex (Name, SyncLevel), 19.6.88. */
+/** Mutex (Name, SyncLevel). */
 export class Mutex {
   readonly kind = 'Mutex';
   readonly name: NamePath;

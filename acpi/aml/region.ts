@@ -24,7 +24,7 @@ export const RegionSpace = {
 } as const;
 export type RegionSpaceName = keyof typeof RegionSpace;
 
-/** OperationRegion (Name, Space, Offset, Length), 19.6.100. */
+/** OperationRegion (Name, Space, Offset, Length). */
 export class OperationRegion {
   readonly kind = 'OperationRegion';
   readonly name: NamePath;
@@ -53,7 +53,7 @@ export class OperationRegion {
 }
 
 /**
- * DataTableRegion (Name, Signature, OemId, OemTableId), 19.6.32: a region over a whole ACPI table
+ * DataTableRegion (Name, Signature, OemId, OemTableId): a region over a whole ACPI table
  * found by its header fields. We lay it over our own SSDT (DESIGN fact 5).
  */
 export class DataTableRegion {
@@ -120,7 +120,7 @@ export interface FieldFlags {
 }
 
 /**
- * Field (RegionName, AccessType, LockRule, UpdateRule) {...}, 19.6.48.
+ * Field (RegionName, AccessType, LockRule, UpdateRule) {...}.
  * FieldFlags: bits 0-3 access type, bit 4 lock rule, bits 5-6 update rule.
  */
 export class Field {
