@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { register as registerSsdtBuild } from './ssdt-build.js';
 import { register as registerSsdtInspect } from './ssdt-inspect.js';
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './usage-error.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
 
 export interface Io {
   out: (s: string) => void;
@@ -39,6 +39,7 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0) return EXIT_OK;
       return EXIT_USAGE; // commander already printed the message
     }
+    if (e instanceof ExitStatus) return e.code;
     if (e instanceof UsageError) {
       io.err(`eve-diag: ${e.message}`);
       return EXIT_USAGE;

@@ -6,7 +6,7 @@ import { REGION_MAGIC, TIMER_UNIT_NS } from '../acpi/diag/layout.js';
 import { AcpiError } from '../acpi/errors.js';
 import { byteSum, HEADER_SIZE, parseHeader } from '../acpi/table.js';
 import { decodeRegion, intervalsNewestFirst, type DecodedRegion } from '../host-reader/region/decode.js';
-import { UsageError } from './usage-error.js';
+import { EXIT_FAILURE, ExitStatus, UsageError } from './usage-error.js';
 
 /** Largest file `ssdt inspect` reads: ACPI table lengths are 32-bit, but ours are a few KiB. */
 const MAX_TABLE_BYTES = 16 * 1024 * 1024;
@@ -104,6 +104,6 @@ export function register(ssdt: Command, out: (s: string) => void): void {
       const r = await ssdtInspect(file);
       if (!flags.asl) delete r.asl;
       out(flags.json ? JSON.stringify(r, null, 2) : formatInspect(r));
-      if (r.decodeError) process.exitCode = 1;
+      if (r.decodeError) throw new ExitStatus(EXIT_FAILURE);
     });
 }

@@ -14,3 +14,11 @@ export class UsageError extends Error {
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
+
+/** Thrown by a command that has already printed its output and only needs a non-zero exit code. */
+export class ExitStatus extends Error {
+  override name = 'ExitStatus';
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
