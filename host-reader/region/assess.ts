@@ -1,0 +1,413 @@
+import { TIMER_UNIT_NS } from '../../acpi/diag/layout.js';
+import { intervalsNewestFirst, type DecodedRegion } from './decode.js';
+
+/**
+ * Heartbeat assessment: a pure function of (state from the previous samples, the current sample,
+ * host monotonic time, the expected periods, the VM run state). No clock, no I/O: the caller owns
+ * timing and keeps the returned state for the next call, like the kubelet prober's worker step.
+ *
+ * Rules (DESIGN facts 1, 2, 4):
+ *  - a VM that is not running is `paused`, never `late` or `stalled`; after it resumes, ages restart
+ *    from the resume sample (the guest's clocks did not run either);
+ *  - counters are u32: deltas are taken modulo 2^32 (a wrap is progress); a counter that moves back
+ *    by 2^31 or more, a new nonce, load count or load Timer means the guest rebooted (or kexec'd):
+ *    the report says `restarted` once and the baseline starts again;
+ *  - ages are host milliseconds since the sample in which a counter was last seen to change, so
+ *    their resolution is the sampling interval;
+ *  - the agent has no period in the layout: `agentPeriodMs` (default 1000) is used, and until the
+ *    agent counter is non-zero the agent is `no-agent`.
+ */
+
+export type HeartbeatStatus =
+  | 'not-loaded'
+  | 'waiting'
+  | 'no-agent'
+  | 'alive'
+  | 'late'
+  | 'stalled'
+  | 'paused'
+  | 'restarted'
+  | 'unknown';
+
+/** The VM run state as QMP `query-status` reports it. */
+export interface VmRunState {
+  running: boolean;
+  /** QMP RunState (`running`, `paused`, `shutdown`, `guest-panicked`, ...), for details only. */
+  status?: string;
+}
+
+export interface AssessOptions {
+  /** `late` after more than this many periods without a new beat. Default 1.5. */
+  lateAfterPeriods?: number;
+  /** `stalled` after this many periods or more without a new beat. Default 3. */
+  stallAfterPeriods?: number;
+  /** Expected agent heartbeat period in ms. Default 1000. */
+  agentPeriodMs?: number;
+  /** How long a loaded table may show no kernel beat (`waiting`) before it is `stalled`. Default 60000. */
+  graceMs?: number;
+  /** Window for the beat rate, in host ms. Default 60000. */
+  windowMs?: number;
+  /** Most samples kept for the rate window. Default 64. */
+  windowMaxSamples?: number;
+  /** Granularity of the guest's AML Timer: jiffies in Linux 6.1, 4 ms with HZ=250. Default 4. */
+  timerResolutionMs?: number;
+}
+
+const DEFAULTS: Required<AssessOptions> = {
+  lateAfterPeriods: 1.5,
+  stallAfterPeriods: 3,
+  agentPeriodMs: 1000,
+  graceMs: 60_000,
+  windowMs: 60_000,
+  windowMaxSamples: 64,
+  timerResolutionMs: 4,
+};
+
+/** Statistics of the interval ring, in ms. Values are multiples of the Timer resolution. */
+export interface JitterStats {
+  count: number;
+  meanMs: number;
+  stddevMs: number;
+  minMs: number;
+  maxMs: number;
+  p95Ms: number;
+  /** The Timer granularity: differences below it are noise. */
+  resolutionMs: number;
+}
+
+export interface SignalReport {
+  status: HeartbeatStatus;
+  /** Counter value in this sample. */
+  beats?: number;
+  /** Beats since the previous sample (mod 2^32). */
+  delta?: number;
+  /** Host ms since the counter was last seen to change (or since monitoring/the resume began). */
+  ageMs?: number;
+  expectedPeriodMs: number;
+  /** Beats per second over `rateWindowMs` of host time. */
+  ratePerSec?: number;
+  rateWindowMs?: number;
+  detail: string;
+}
+
+export interface KernelReport extends SignalReport {
+  /** Jitter of the recorded intervals (the ring). */
+  jitter?: JitterStats;
+  /**
+   * Guest Timer ms per beat since the previous sample: (last Timer now - last Timer before) mod 2^32
+   * over the beats in between. Absent when the host gap is too long for the 429 s Timer wrap.
+   */
+  guestIntervalMs?: number;
+}
+
+export interface HeartbeatReport {
+  at: number;
+  vm: VmRunState;
+  /** True in the one report where a reboot/reload was detected; the baseline was reset. */
+  restarted: boolean;
+  restartReason?: string;
+  kernel: KernelReport;
+  agent: SignalReport;
+}
+
+interface Track {
+  beats: number;
+  last: number;
+  /** Host ms of the sample where the counter was last seen to change, or the baseline start. */
+  changedAt: number;
+  /** Changes seen since the baseline started. */
+  changes: number;
+}
+
+/** Opaque to callers: keep it and pass it back as `previous`. */
+export interface AssessState {
+  at: number;
+  vmRunning: boolean;
+  nonce: string;
+  loadCount: number;
+  loadTimer: number;
+  /** Host ms since which the table is known loaded with this baseline (the kernel grace). */
+  loadedSince: number;
+  kernel: Track;
+  agent: Track;
+  window: { at: number; kernel: number; agent: number }[];
+}
+
+export interface AssessInput {
+  previous: AssessState | undefined;
+  /** The decoded region, or undefined when the read or decode failed (`sampleError` says why). */
+  sample: DecodedRegion | undefined;
+  sampleError?: string;
+  /** Host monotonic time of the sample, in ms. */
+  now: number;
+  /** Kernel period from the layout (DiagLayout.kernel.periodMs); default: the region's own. */
+  kernelPeriodMs?: number;
+  vm: VmRunState;
+  /**
+   * The caller saw the VM reset since the previous sample (QMP `RESET` event). The region alone
+   * cannot always tell: a reboot that beat past the old count with the same load Timer looks like
+   * progress.
+   */
+  resetSeen?: boolean;
+}
+
+export interface Assessment {
+  report: HeartbeatReport;
+  /** State for the next call; undefined until a sample was decoded. */
+  state: AssessState | undefined;
+}
+
+const U32 = 0x1_0000_0000;
+const HALF = 0x8000_0000;
+/** Timer deltas are only unambiguous below one wrap (2^32 * 100 ns = 429.5 s); keep a margin. */
+const TIMER_WRAP_MS = (U32 * TIMER_UNIT_NS) / 1e6;
+const TIMER_SAFE_MS = TIMER_WRAP_MS * 0.9;
+const UNITS_PER_MS = 1e6 / TIMER_UNIT_NS;
+
+/** (b - a) mod 2^32 for u32 counters. */
+export function delta32(a: number, b: number): number {
+  return (b - a) >>> 0;
+}
+
+function resolveOptions(o: AssessOptions): Required<AssessOptions> {
+  const r = { ...DEFAULTS, ...o };
+  const positive = (k: keyof AssessOptions) => {
+    const v = r[k];
+    if (!Number.isFinite(v) || v <= 0) throw new RangeError(`${k}: a positive number (got ${String(v)})`);
+  };
+  (Object.keys(DEFAULTS) as (keyof AssessOptions)[]).forEach(positive);
+  if (r.stallAfterPeriods <= r.lateAfterPeriods) {
+    throw new RangeError(`stallAfterPeriods (${r.stallAfterPeriods}) must exceed lateAfterPeriods (${r.lateAfterPeriods})`);
+  }
+  if (!Number.isInteger(r.windowMaxSamples) || r.windowMaxSamples < 2) {
+    throw new RangeError(`windowMaxSamples: an integer >= 2 (got ${r.windowMaxSamples})`);
+  }
+  return r;
+}
+
+function isLoaded(r: Pick<DecodedRegion, 'loadCount' | 'kernel' | 'agent'>): boolean {
+  return r.loadCount !== 0 || r.kernel.beats !== 0 || r.agent.beats !== 0;
+}
+
+/** Why `cur` cannot continue the baseline `prev`, or undefined. */
+function restartReason(prev: AssessState, cur: DecodedRegion): string | undefined {
+  // A table seen before its first load (the firmware's pristine copy) then loaded is not a restart.
+  const prevLoaded = prev.loadCount !== 0 || prev.kernel.beats !== 0 || prev.agent.beats !== 0;
+  if (cur.nonce !== prev.nonce) return `nonce changed from ${prev.nonce} to ${cur.nonce}: a different table`;
+  if (!prevLoaded) return undefined;
+  if (cur.loadCount !== prev.loadCount) return `load count changed from ${prev.loadCount} to ${cur.loadCount}: the table was loaded again`;
+  if (cur.loadTimer !== prev.loadTimer) return `load Timer changed from ${prev.loadTimer} to ${cur.loadTimer}: the table was loaded again`;
+  if (delta32(prev.kernel.beats, cur.kernel.beats) >= HALF) return `kernel beats went back from ${prev.kernel.beats} to ${cur.kernel.beats}`;
+  if (delta32(prev.agent.beats, cur.agent.beats) >= HALF) return `agent beats went back from ${prev.agent.beats} to ${cur.agent.beats}`;
+  return undefined;
+}
+
+function freshState(cur: DecodedRegion, now: number, running: boolean): AssessState {
+  const track = (c: DecodedRegion['kernel']): Track => ({ beats: c.beats, last: c.last, changedAt: now, changes: 0 });
+  return {
+    at: now,
+    vmRunning: running,
+    nonce: cur.nonce,
+    loadCount: cur.loadCount,
+    loadTimer: cur.loadTimer,
+    loadedSince: now,
+    kernel: track(cur.kernel),
+    agent: track(cur.agent),
+    window: [{ at: now, kernel: cur.kernel.beats, agent: cur.agent.beats }],
+  };
+}
+
+function advance(prev: AssessState, cur: DecodedRegion, now: number, running: boolean, o: Required<AssessOptions>): AssessState {
+  const resumed = running && !prev.vmRunning;
+  const track = (t: Track, c: DecodedRegion['kernel']): Track => {
+    const changed = delta32(t.beats, c.beats) !== 0;
+    return {
+      beats: c.beats,
+      last: c.last,
+      // After a pause the guest's clocks stood still too: age counts from the resume.
+      changedAt: changed || resumed ? now : t.changedAt,
+      changes: t.changes + (changed ? 1 : 0),
+    };
+  };
+  const point = { at: now, kernel: cur.kernel.beats, agent: cur.agent.beats };
+  let window: AssessState['window'];
+  if (!running || resumed) {
+    window = [point]; // paused time must not dilute the rate
+  } else {
+    window = [...prev.window, point];
+    const from = now - o.windowMs;
+    // Keep the newest sample at or before the window start so sparse sampling still gives a rate.
+    while (window.length > 2 && (window[1] as { at: number }).at <= from) window.shift();
+    while (window.length > o.windowMaxSamples) window.shift();
+  }
+  return {
+    at: now,
+    vmRunning: running,
+    nonce: cur.nonce,
+    loadCount: cur.loadCount,
+    loadTimer: cur.loadTimer,
+    loadedSince: !isLoaded(prev) || resumed ? now : prev.loadedSince,
+    kernel: track(prev.kernel, cur.kernel),
+    agent: track(prev.agent, cur.agent),
+    window,
+  };
+}
+
+function rateOf(window: AssessState['window'], which: 'kernel' | 'agent'): { ratePerSec?: number; rateWindowMs?: number } {
+  const first = window[0];
+  const last = window[window.length - 1];
+  if (first === undefined || last === undefined || last.at <= first.at) return {};
+  let beats = 0;
+  for (let i = 1; i < window.length; i++) beats += delta32((window[i - 1] as (typeof window)[0])[which], (window[i] as (typeof window)[0])[which]);
+  const ms = last.at - first.at;
+  return { ratePerSec: (beats * 1000) / ms, rateWindowMs: ms };
+}
+
+/** Jitter statistics of the ring's intervals (Timer units, 100 ns) converted to ms. */
+export function jitterOf(region: Pick<DecodedRegion, 'ring' | 'kernel'>, resolutionMs = DEFAULTS.timerResolutionMs): JitterStats | undefined {
+  const ms = intervalsNewestFirst(region).map((u) => u / UNITS_PER_MS);
+  if (ms.length === 0) return undefined;
+  const n = ms.length;
+  const mean = ms.reduce((a, b) => a + b, 0) / n;
+  const variance = ms.reduce((a, b) => a + (b - mean) * (b - mean), 0) / n;
+  const sorted = [...ms].sort((a, b) => a - b);
+  return {
+    count: n,
+    meanMs: mean,
+    stddevMs: Math.sqrt(variance),
+    minMs: sorted[0] as number,
+    maxMs: sorted[n - 1] as number,
+    p95Ms: sorted[Math.max(0, Math.ceil(0.95 * n) - 1)] as number,
+    resolutionMs,
+  };
+}
+
+function fmt(ms: number): string {
+  return ms >= 10_000 ? `${(ms / 1000).toFixed(0)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+function byAge(
+  name: string,
+  t: Track,
+  now: number,
+  periodMs: number,
+  o: Required<AssessOptions>,
+): Pick<SignalReport, 'status' | 'ageMs' | 'detail'> {
+  const ageMs = now - t.changedAt;
+  const periods = ageMs / periodMs;
+  if (periods >= o.stallAfterPeriods) {
+    return { status: 'stalled', ageMs, detail: `no ${name} beat for ${fmt(ageMs)} (${periods.toFixed(1)} periods of ${fmt(periodMs)})` };
+  }
+  if (periods > o.lateAfterPeriods) {
+    return { status: 'late', ageMs, detail: `no ${name} beat for ${fmt(ageMs)} (${periods.toFixed(1)} periods of ${fmt(periodMs)})` };
+  }
+  if (t.changes === 0) {
+    return { status: 'unknown', ageMs, detail: `${name} counter at ${t.beats}, no change seen yet (watching for ${fmt(ageMs)})` };
+  }
+  return { status: 'alive', ageMs, detail: `last ${name} beat seen ${fmt(ageMs)} ago` };
+}
+
+/** Assess one sample. Throws RangeError only for invalid options or inputs (programmer errors). */
+export function assessHeartbeat(input: AssessInput, options: AssessOptions = {}): Assessment {
+  const o = resolveOptions(options);
+  const { previous, sample, now, vm } = input;
+  if (!Number.isFinite(now)) throw new RangeError(`now: a finite host time in ms (got ${String(now)})`);
+  if (previous !== undefined && now < previous.at) {
+    throw new RangeError(`now: ${now} is before the previous sample (${previous.at}); use a monotonic clock`);
+  }
+  if (input.kernelPeriodMs !== undefined && !(Number.isFinite(input.kernelPeriodMs) && input.kernelPeriodMs > 0)) {
+    throw new RangeError(`kernelPeriodMs: a positive number (got ${String(input.kernelPeriodMs)})`);
+  }
+  const running = vm.running;
+  const vmDetail = `VM is ${vm.status ?? 'not running'}`;
+  const kernelPeriodMs = input.kernelPeriodMs ?? (sample !== undefined ? sample.kernelPeriodDs * 100 : undefined) ?? 1000;
+  const base = (status: HeartbeatStatus, periodMs: number, detail: string): SignalReport => ({ status, expectedPeriodMs: periodMs, detail });
+
+  if (sample === undefined) {
+    const status: HeartbeatStatus = running ? 'unknown' : 'paused';
+    const detail = running ? `no sample: ${input.sampleError ?? 'region not read'}` : vmDetail;
+    // Keep the baseline; remember a pause so that the resume restarts the ages.
+    const state = previous === undefined || running ? previous : { ...previous, vmRunning: false };
+    return {
+      report: {
+        at: now,
+        vm,
+        restarted: false,
+        kernel: base(status, kernelPeriodMs, detail),
+        agent: base(status, o.agentPeriodMs, detail),
+      },
+      state,
+    };
+  }
+
+  const reason =
+    previous === undefined ? undefined : input.resetSeen === true ? 'the VM was reset (QMP RESET)' : restartReason(previous, sample);
+  const state = previous === undefined || reason !== undefined ? freshState(sample, now, running) : advance(previous, sample, now, running, o);
+
+  const kernelDelta = previous === undefined || reason !== undefined ? undefined : delta32(previous.kernel.beats, sample.kernel.beats);
+  const agentDelta = previous === undefined || reason !== undefined ? undefined : delta32(previous.agent.beats, sample.agent.beats);
+  const kernel: KernelReport = {
+    ...base('unknown', kernelPeriodMs, ''),
+    beats: sample.kernel.beats,
+    ...(kernelDelta !== undefined ? { delta: kernelDelta } : {}),
+    ...rateOf(state.window, 'kernel'),
+  };
+  const jitter = jitterOf(sample, o.timerResolutionMs);
+  if (jitter !== undefined) kernel.jitter = jitter;
+  if (previous !== undefined && reason === undefined && kernelDelta !== undefined && kernelDelta > 0 && now - previous.at < TIMER_SAFE_MS) {
+    kernel.guestIntervalMs = delta32(previous.kernel.last, sample.kernel.last) / UNITS_PER_MS / kernelDelta;
+  }
+  const agent: SignalReport = {
+    ...base('unknown', o.agentPeriodMs, ''),
+    beats: sample.agent.beats,
+    ...(agentDelta !== undefined ? { delta: agentDelta } : {}),
+    ...rateOf(state.window, 'agent'),
+  };
+
+  const report: HeartbeatReport = { at: now, vm, restarted: reason !== undefined, kernel, agent };
+  if (reason !== undefined) report.restartReason = reason;
+
+  const set = (r: SignalReport, v: Pick<SignalReport, 'status' | 'detail'> & { ageMs?: number }) => {
+    r.status = v.status;
+    r.detail = v.detail;
+    if (v.ageMs !== undefined) r.ageMs = v.ageMs;
+  };
+
+  if (!running) {
+    set(kernel, { status: 'paused', detail: reason !== undefined ? `${vmDetail}; ${reason}` : vmDetail });
+    set(agent, { status: 'paused', detail: vmDetail });
+  } else if (reason !== undefined) {
+    set(kernel, { status: 'restarted', detail: reason });
+    set(agent, { status: 'restarted', detail: reason });
+  } else if (!isLoaded(sample)) {
+    const detail = 'load count and beats are 0: the table has not run (not loaded yet, or no ACPI in the guest)';
+    set(kernel, { status: 'not-loaded', detail });
+    set(agent, { status: 'not-loaded', detail });
+  } else {
+    // A counter at 0 that was never seen to change: no beat yet (a wrap to 0 is a change).
+    if (sample.kernel.beats === 0 && state.kernel.changes === 0) {
+      const ageMs = now - state.loadedSince;
+      set(
+        kernel,
+        ageMs < o.graceMs
+          ? { status: 'waiting', ageMs, detail: `table loaded, no kernel beat yet (${fmt(ageMs)} of ${fmt(o.graceMs)} grace)` }
+          : {
+              status: 'stalled',
+              ageMs,
+              detail: `table loaded but no kernel beat in ${fmt(ageMs)}: the thermal zone is not polled (thermal.tzp=0? no ACPI thermal driver?) or the kernel hangs`,
+            },
+      );
+    } else {
+      set(kernel, byAge('kernel', state.kernel, now, kernelPeriodMs, o));
+      if (jitter !== undefined && jitter.meanMs > o.lateAfterPeriods * kernelPeriodMs) {
+        kernel.detail += `; recorded intervals average ${fmt(jitter.meanMs)} against a period of ${fmt(kernelPeriodMs)} (thermal.tzp override?)`;
+      }
+    }
+    if (sample.agent.beats === 0 && state.agent.changes === 0) {
+      set(agent, { status: 'no-agent', detail: 'no agent beat since the table was loaded' });
+    } else {
+      set(agent, byAge('agent', state.agent, now, o.agentPeriodMs, o));
+    }
+  }
+  return { report, state };
+}

@@ -1,0 +1,172 @@
+import {
+  HEADER_SIZE,
+  LAYOUT_VERSION,
+  Off,
+  PERIOD_MS_MAX,
+  PERIOD_MS_MIN,
+  REGION_MAGIC,
+  regionSize,
+  RING_MAX,
+  RING_MIN,
+} from '../../acpi/diag/layout.js';
+
+/**
+ * Decoder of the diagnostic region (layout in acpi/diag/layout.ts) as read from guest memory.
+ * The bytes come from the guest and are hostile: every field is checked before use, the ring length
+ * is bounded by RING_MAX before anything is allocated from it, and no input makes it throw.
+ */
+
+export interface RegionCounter {
+  /** Beat count (u32, wraps at 2^32). */
+  beats: number;
+  /** Low 32 bits of the AML Timer (100 ns units) at the last beat; wraps about every 429 s. */
+  last: number;
+}
+
+export interface DecodedRegion {
+  version: number;
+  headerSize: number;
+  regionSize: number;
+  /** 16 lower-case hex digits, the same spelling as DiagLayout.nonce. */
+  nonce: string;
+  kernelPeriodDs: number;
+  ringLength: number;
+  loadCount: number;
+  loadTimer: number;
+  kernel: RegionCounter;
+  agent: RegionCounter;
+  armed: number;
+  pad: number;
+  /** Kernel beat intervals in Timer units (100 ns), in slot order: beat b wrote slot b mod N. */
+  ring: number[];
+}
+
+/** Which part of the input made decoding fail. */
+export type DecodeField =
+  | 'bytes'
+  | 'magic'
+  | 'version'
+  | 'headerSize'
+  | 'regionSize'
+  | 'ringLength'
+  | 'kernelPeriodDs'
+  | 'nonce';
+
+export type DecodeResult = { ok: true; region: DecodedRegion } | { ok: false; reason: string; field: DecodeField };
+
+export interface DecodeExpect {
+  /** 16 hex digits (DiagLayout.nonce); the region must carry this nonce. */
+  nonce?: string;
+  /** The ring length the layout promised. */
+  ringLength?: number;
+}
+
+const MAGIC_BYTES = Array.from(REGION_MAGIC, (c) => c.charCodeAt(0));
+const PERIOD_DS_MIN = PERIOD_MS_MIN / 100;
+const PERIOD_DS_MAX = PERIOD_MS_MAX / 100;
+
+function fail(field: DecodeField, reason: string): DecodeResult {
+  return { ok: false, field, reason };
+}
+
+function printable(bytes: Uint8Array, at: number, n: number): string {
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    const c = bytes[at + i] ?? 0;
+    s += c >= 0x20 && c < 0x7f ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`;
+  }
+  return s;
+}
+
+/**
+ * Decode a region from `bytes` (which may be longer than the region: the rest is ignored).
+ * Checks magic, version, header size, ring length (power of two, RING_MIN..RING_MAX), region size
+ * (= header + 4 * ring length, and present in `bytes`), the kernel period, and `expect`.
+ * Never throws; never allocates more than RING_MAX ring entries.
+ */
+export function decodeRegion(bytes: Uint8Array, expect: DecodeExpect = {}): DecodeResult {
+  try {
+    return decode(bytes, expect);
+  } catch (e) {
+    // Unreachable with a Uint8Array; a caller passing something else still gets a result.
+    return fail('bytes', `cannot decode: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+function decode(bytes: Uint8Array, expect: DecodeExpect): DecodeResult {
+  if (!(bytes instanceof Uint8Array)) return fail('bytes', 'not a Uint8Array');
+  if (bytes.length < HEADER_SIZE) return fail('bytes', `truncated: ${bytes.length} bytes, the header needs ${HEADER_SIZE}`);
+  for (let i = 0; i < MAGIC_BYTES.length; i++) {
+    if (bytes[Off.magic + i] !== MAGIC_BYTES[i]) {
+      return fail('magic', `magic is "${printable(bytes, Off.magic, 8)}", not "${REGION_MAGIC}"`);
+    }
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const u16 = (off: number) => dv.getUint16(off, true);
+  const u32 = (off: number) => dv.getUint32(off, true);
+
+  const version = u16(Off.version);
+  if (version !== LAYOUT_VERSION) return fail('version', `layout version ${version}, this reader knows ${LAYOUT_VERSION}`);
+  const headerSize = u16(Off.headerSize);
+  if (headerSize !== HEADER_SIZE) return fail('headerSize', `header size ${headerSize}, expected ${HEADER_SIZE}`);
+  const ringLength = u16(Off.ringLength);
+  if (ringLength < RING_MIN || ringLength > RING_MAX || (ringLength & (ringLength - 1)) !== 0) {
+    return fail('ringLength', `ring length ${ringLength} is not a power of two in ${RING_MIN}..${RING_MAX}`);
+  }
+  if (expect.ringLength !== undefined && ringLength !== expect.ringLength) {
+    return fail('ringLength', `ring length ${ringLength}, the layout says ${expect.ringLength}`);
+  }
+  const size = u32(Off.regionSize);
+  const want = regionSize(ringLength);
+  if (size !== want) return fail('regionSize', `region size ${size}, expected ${want} for a ring of ${ringLength}`);
+  if (bytes.length < size) return fail('bytes', `truncated: ${bytes.length} bytes, the region needs ${size}`);
+  const kernelPeriodDs = u16(Off.kernelPeriodDs);
+  if (kernelPeriodDs < PERIOD_DS_MIN || kernelPeriodDs > PERIOD_DS_MAX) {
+    return fail('kernelPeriodDs', `kernel period ${kernelPeriodDs} ds is outside ${PERIOD_DS_MIN}..${PERIOD_DS_MAX}`);
+  }
+  const nonce = dv.getBigUint64(Off.nonce, true).toString(16).padStart(16, '0');
+  if (expect.nonce !== undefined) {
+    const wanted = expect.nonce.toLowerCase();
+    if (!/^[0-9a-f]{16}$/.test(wanted)) return fail('nonce', `the expected nonce "${expect.nonce}" is not 16 hex digits`);
+    if (nonce !== wanted) return fail('nonce', `nonce ${nonce}, expected ${wanted}`);
+  }
+  const ring: number[] = [];
+  for (let i = 0; i < ringLength; i++) ring.push(u32(Off.ring + 4 * i));
+  return {
+    ok: true,
+    region: {
+      version,
+      headerSize,
+      regionSize: size,
+      nonce,
+      kernelPeriodDs,
+      ringLength,
+      loadCount: u32(Off.loadCount),
+      loadTimer: u32(Off.loadTimer),
+      kernel: { beats: u32(Off.kernelBeats), last: u32(Off.kernelLast) },
+      agent: { beats: u32(Off.agentBeats), last: u32(Off.agentLast) },
+      armed: u32(Off.armed),
+      pad: bytes[Off.pad] ?? 0,
+      ring,
+    },
+  };
+}
+
+/**
+ * The recorded kernel intervals (Timer units, 100 ns), newest first: slot `beats mod N`, then
+ * backwards, at most min(N, beats - 1) of them (the first beat after a load records none), skipping
+ * zero slots (never written). Counts beyond what the ring holds are never trusted.
+ */
+export function intervalsNewestFirst(region: Pick<DecodedRegion, 'ring' | 'kernel'>): number[] {
+  const n = region.ring.length;
+  if (n === 0 || (n & (n - 1)) !== 0 || n > RING_MAX) return [];
+  const beats = region.kernel.beats >>> 0;
+  const count = Math.min(n, Math.max(0, beats - 1));
+  const out: number[] = [];
+  for (let k = 0; k < count; k++) {
+    const slot = (beats - k) & (n - 1);
+    const v = region.ring[slot] ?? 0;
+    if (v !== 0) out.push(v);
+  }
+  return out;
+}
