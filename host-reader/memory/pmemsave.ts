@@ -1,0 +1,53 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { QmpClient } from '../qmp/index.js';
+import { checkRead, GuestMemoryError, MemoryClosedError, MemoryReadError, type GuestMemory, type ReadOptions } from './guest-memory.js';
+
+/**
+ * Guest memory through QMP `pmemsave`: QEMU writes the range to a file in a private directory
+ * (mode 0700, created here), we read it back and remove it. QEMU must run on this host and be able
+ * to write there (same user, or root). Each read is one QMP round trip plus a file write/read.
+ */
+export class PmemsaveMemory implements GuestMemory {
+  readonly name: string;
+  #seq = 0;
+  #closed = false;
+
+  private constructor(
+    private readonly qmp: QmpClient,
+    private readonly dir: string,
+    label: string,
+  ) {
+    this.name = `pmemsave:${label}`;
+  }
+
+  static async open(qmp: QmpClient, opts: { label?: string; tmpDir?: string } = {}): Promise<PmemsaveMemory> {
+    const dir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'eve-diag-pmem-')); // mkdtemp makes it 0700
+    return new PmemsaveMemory(qmp, dir, opts.label ?? 'qmp');
+  }
+
+  async read(addr: bigint, size: number, opts: ReadOptions = {}): Promise<Uint8Array> {
+    checkRead(addr, size);
+    if (this.#closed) throw new MemoryClosedError(this.name, addr, size);
+    if (size === 0) return new Uint8Array(0);
+    if (addr > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`addr: beyond 2^53 (0x${addr.toString(16)})`);
+    const file = join(this.dir, `r${this.#seq++}.bin`);
+    try {
+      await this.qmp.pmemsave(Number(addr), size, file, { signal: opts.signal });
+      const data = await readFile(file, { signal: opts.signal });
+      if (data.length !== size) throw new MemoryReadError(this.name, addr, size, `QEMU wrote ${data.length} bytes, expected ${size}`);
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    } catch (e) {
+      if (e instanceof GuestMemoryError || opts.signal?.aborted) throw e;
+      throw new MemoryReadError(this.name, addr, size, `pmemsave failed: ${(e as Error).message}`, { cause: e });
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
