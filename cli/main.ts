@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { register as registerSsdtBuild } from './ssdt-build.js';
 import { register as registerSsdtInspect } from './ssdt-inspect.js';
+import { register as registerRead } from './read.js';
+import { register as registerWatch } from './watch.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
 
 export interface Io {
@@ -26,6 +28,9 @@ export function program(io: Io): Command {
   registerSsdtBuild(ssdt, io.out);
   registerSsdtInspect(ssdt, io.out);
   for (const c of ssdt.commands) c.exitOverride();
+  registerRead(p, io.out);
+  registerWatch(p, io.out);
+  for (const c of p.commands) c.exitOverride();
   return p;
 }
 

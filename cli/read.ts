@@ -1,0 +1,49 @@
+import type { Command } from 'commander';
+import { loadLayout, openSession, SessionInputError } from '../host-reader/session.js';
+import { pollJson, pollText } from './heartbeat-view.js';
+import { addTargetOptions, resolveTarget, type TargetFlags } from './target.js';
+import { UsageError } from './usage-error.js';
+
+interface ReadFlags extends TargetFlags {
+  json?: boolean;
+  once?: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * One snapshot. Liveness needs two samples, so by default a second one is taken 1.5 kernel periods
+ * after the first (capped at 10 s); `--once` reports the first sample alone.
+ */
+export async function read(flags: ReadFlags, out: (s: string) => void): Promise<void> {
+  const { qmpPath, memory } = resolveTarget(flags);
+  const layout = await loadLayout(flags.layout).catch((e: unknown) => {
+    if (e instanceof SessionInputError) throw new UsageError(e.field, e.value, e.message.replace(/^[^:]+: /, '').replace(/ \(got .*\)$/, ''), { cause: e });
+    throw e;
+  });
+  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath });
+  try {
+    let p = await s.poller.poll();
+    const discovery = p.snapshot?.discovery;
+    if (!flags.once && p.snapshot) {
+      await sleep(Math.min(10_000, layout.kernel.periodMs * 1.5));
+      p = await s.poller.poll();
+      if (p.snapshot && discovery && !p.snapshot.discovery) p.snapshot.discovery = discovery;
+    }
+    out(flags.json ? JSON.stringify(pollJson(p, { qmp: qmpPath })) : pollText(p, { target: qmpPath }));
+    if (p.error && !p.snapshot) throw p.error;
+  } finally {
+    await s.close();
+  }
+}
+
+export function register(program: Command, out: (s: string) => void): void {
+  addTargetOptions(
+    program
+      .command('read')
+      .description('read the diagnostic region of a running VM once: table address, counters, heartbeat assessment'),
+  )
+    .option('--json', 'print one JSON object')
+    .option('--once', 'one sample only (no liveness verdict: that needs two samples)')
+    .action(async (flags: ReadFlags) => read(flags, out));
+}

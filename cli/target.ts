@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { eveDomPaths, MEMORY_PATHS, type MemoryPath } from '../host-reader/session.js';
+import { UsageError } from './usage-error.js';
+
+/** Options shared by every command that names a VM. */
+export interface TargetFlags {
+  qmp?: string;
+  eveDom?: string;
+  layout: string;
+  memory: string;
+  memPath?: string;
+}
+
+export function addTargetOptions(c: Command): Command {
+  return c
+    .option('--qmp <socket>', "the VM's QMP unix socket")
+    .option('--eve-dom <name>', 'an EVE VM: uses /run/hypervisor/kvm/<name>/qmp')
+    .requiredOption('--layout <file.json>', 'the layout written by `eve-diag ssdt build`')
+    .option('--memory <path>', `how to read guest memory: ${MEMORY_PATHS.join(', ')}`, 'pmemsave')
+    .option('--mem-path <file>', 'with --memory file: the memory-backend-file mem-path of the VM');
+}
+
+export function resolveTarget(f: TargetFlags): { qmpPath: string; memory: MemoryPath } {
+  if (f.qmp && f.eveDom) throw new UsageError('--qmp', f.qmp, 'give either --qmp or --eve-dom, not both');
+  if (f.eveDom !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(f.eveDom)) {
+    throw new UsageError('--eve-dom', f.eveDom, 'an EVE domain name (letters, digits, . _ -)');
+  }
+  const qmpPath = f.qmp ?? (f.eveDom !== undefined ? eveDomPaths(f.eveDom).qmp : undefined);
+  if (!qmpPath) throw new UsageError('--qmp', undefined, 'name the VM with --qmp SOCKET or --eve-dom NAME');
+  if (!(MEMORY_PATHS as readonly string[]).includes(f.memory)) {
+    throw new UsageError('--memory', f.memory, `one of ${MEMORY_PATHS.join(', ')}`);
+  }
+  if (f.memory === 'file' && !f.memPath) throw new UsageError('--mem-path', undefined, 'required with --memory file');
+  return { qmpPath, memory: f.memory as MemoryPath };
+}

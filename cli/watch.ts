@@ -1,0 +1,76 @@
+import type { Command } from 'commander';
+import { loadLayout, openSession, SessionInputError } from '../host-reader/session.js';
+import { pollJson, pollText } from './heartbeat-view.js';
+import { addTargetOptions, resolveTarget, type TargetFlags } from './target.js';
+import { UsageError } from './usage-error.js';
+
+interface WatchFlags extends TargetFlags {
+  json?: boolean;
+  interval?: string;
+  count?: string;
+}
+
+/**
+ * A live view: poll every interval, redraw in place on a terminal (or one JSON line per poll with
+ * --json). Ends on SIGINT/SIGTERM, after --count polls, or when QEMU goes away (exit 1).
+ */
+export async function watch(flags: WatchFlags, out: (s: string) => void, signal?: AbortSignal): Promise<void> {
+  const { qmpPath, memory } = resolveTarget(flags);
+  const layout = await loadLayout(flags.layout).catch((e: unknown) => {
+    if (e instanceof SessionInputError) throw new UsageError(e.field, e.value, e.message.replace(/^[^:]+: /, '').replace(/ \(got .*\)$/, ''), { cause: e });
+    throw e;
+  });
+  const intervalMs = flags.interval === undefined ? Math.max(100, Math.min(1000, layout.kernel.periodMs / 2)) : Number(flags.interval);
+  if (!Number.isInteger(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) {
+    throw new UsageError('--interval', flags.interval, 'milliseconds between polls, 50..3600000');
+  }
+  const count = flags.count === undefined ? Infinity : Number(flags.count);
+  if (count !== Infinity && (!Number.isInteger(count) || count < 1)) throw new UsageError('--count', flags.count, 'a positive integer');
+
+  const ac = new AbortController();
+  const stop = () => ac.abort(new Error('stopped'));
+  signal?.addEventListener('abort', stop, { once: true });
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const tty = !flags.json && process.stdout.isTTY === true;
+  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath });
+  let drawn = 0;
+  try {
+    for (let i = 0; i < count && !ac.signal.aborted; i++) {
+      const t0 = performance.now();
+      const p = await s.poller.poll(ac.signal).catch((e: unknown) => {
+        if (ac.signal.aborted) return undefined;
+        throw e;
+      });
+      if (!p) break;
+      if (flags.json) out(JSON.stringify(pollJson(p, { time: new Date().toISOString() })));
+      else {
+        const text = pollText(p, { color: tty, target: qmpPath });
+        // Redraw in place: move up over the previous frame and clear it.
+        out((tty && drawn ? `\x1b[${drawn}F\x1b[J` : i ? '\n' : '') + text);
+        drawn = text.split('\n').length;
+      }
+      const wait = intervalMs - (performance.now() - t0);
+      if (i + 1 < count && wait > 0) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, wait);
+          ac.signal.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
+        });
+      }
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    await s.close();
+  }
+}
+
+export function register(program: Command, out: (s: string) => void): void {
+  addTargetOptions(
+    program.command('watch').description('live heartbeat view of a running VM (kernel and agent heartbeat, jitter, VM run state)'),
+  )
+    .option('--json', 'one JSON line per poll')
+    .option('--interval <ms>', 'milliseconds between polls (default: half the kernel period, 100..1000)')
+    .option('--count <n>', 'stop after n polls')
+    .action(async (flags: WatchFlags) => watch(flags, out));
+}
