@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { loadLayout, openSession, SessionInputError } from '../host-reader/session.js';
+import { openSession } from '../host-reader/session.js';
 import { pollJson, pollText } from './heartbeat-view.js';
-import { addTargetOptions, resolveTarget, type TargetFlags } from './target.js';
-import { UsageError } from './usage-error.js';
+import { addTargetOptions, loadLayoutFlag, resolveTarget, type TargetFlags } from './target.js';
 
 interface ReadFlags extends TargetFlags {
   json?: boolean;
@@ -17,10 +16,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export async function read(flags: ReadFlags, out: (s: string) => void): Promise<void> {
   const { qmpPath, memory } = resolveTarget(flags);
-  const layout = await loadLayout(flags.layout).catch((e: unknown) => {
-    if (e instanceof SessionInputError) throw new UsageError(e.field, e.value, e.message.replace(/^[^:]+: /, '').replace(/ \(got .*\)$/, ''), { cause: e });
-    throw e;
-  });
+  const layout = await loadLayoutFlag(flags.layout);
   const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath });
   try {
     let p = await s.poller.poll();

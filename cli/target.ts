@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { eveDomPaths, MEMORY_PATHS, type MemoryPath } from '../host-reader/session.js';
+import type { DiagLayout } from '../acpi/diag/layout.js';
+import { eveDomPaths, loadLayout, MEMORY_PATHS, SessionInputError, type MemoryPath } from '../host-reader/session.js';
 import { UsageError } from './usage-error.js';
 
 /** Options shared by every command that names a VM. */
@@ -32,4 +33,14 @@ export function resolveTarget(f: TargetFlags): { qmpPath: string; memory: Memory
   }
   if (f.memory === 'file' && !f.memPath) throw new UsageError('--mem-path', undefined, 'required with --memory file');
   return { qmpPath, memory: f.memory as MemoryPath };
+}
+
+/** `--layout FILE`: a bad file is a usage error naming the flag. */
+export async function loadLayoutFlag(path: string): Promise<DiagLayout> {
+  try {
+    return await loadLayout(path);
+  } catch (e) {
+    if (e instanceof SessionInputError) throw new UsageError(e.field, e.value, e.message.replace(/^[^:]+: /, '').replace(/ \(got .*\)$/, ''), { cause: e });
+    throw e;
+  }
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { loadLayout, openSession, SessionInputError } from '../host-reader/session.js';
+import { openSession } from '../host-reader/session.js';
 import { pollJson, pollText } from './heartbeat-view.js';
-import { addTargetOptions, resolveTarget, type TargetFlags } from './target.js';
+import { addTargetOptions, loadLayoutFlag, resolveTarget, type TargetFlags } from './target.js';
 import { UsageError } from './usage-error.js';
 
 interface WatchFlags extends TargetFlags {
@@ -16,10 +16,7 @@ interface WatchFlags extends TargetFlags {
  */
 export async function watch(flags: WatchFlags, out: (s: string) => void, signal?: AbortSignal): Promise<void> {
   const { qmpPath, memory } = resolveTarget(flags);
-  const layout = await loadLayout(flags.layout).catch((e: unknown) => {
-    if (e instanceof SessionInputError) throw new UsageError(e.field, e.value, e.message.replace(/^[^:]+: /, '').replace(/ \(got .*\)$/, ''), { cause: e });
-    throw e;
-  });
+  const layout = await loadLayoutFlag(flags.layout);
   const intervalMs = flags.interval === undefined ? Math.max(100, Math.min(1000, layout.kernel.periodMs / 2)) : Number(flags.interval);
   if (!Number.isInteger(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) {
     throw new UsageError('--interval', flags.interval, 'milliseconds between polls, 50..3600000');
