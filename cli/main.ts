@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { register as registerSsdtBuild } from './ssdt-build.js';
 import { register as registerSsdtInspect } from './ssdt-inspect.js';
+import { register as registerQemuArgs } from './qemu-args.js';
 import { register as registerRead } from './read.js';
 import { register as registerWatch } from './watch.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
@@ -28,6 +29,7 @@ export function program(io: Io): Command {
   registerSsdtBuild(ssdt, io.out);
   registerSsdtInspect(ssdt, io.out);
   for (const c of ssdt.commands) c.exitOverride();
+  registerQemuArgs(p, io.out);
   registerRead(p, io.out);
   registerWatch(p, io.out);
   for (const c of p.commands) c.exitOverride();
