@@ -1,0 +1,142 @@
+import type { Clock } from './clock.js';
+import type { AppTarget, Probe, ProbeResult, ScenarioTiming } from './types.js';
+
+/**
+ * The prober worker: one per (app, scenario). It owns timing (jittered start, initial delay,
+ * period, timeout) and thresholds; the probe itself is a pure function of (target, timeout).
+ * Like the kubelet's worker, `step` is the whole decision and is tested alone with no clock.
+ */
+
+/** The thresholded result a worker reports. Starts `unknown` until a threshold is crossed. */
+export type WorkerResult = 'success' | 'failure' | 'unknown';
+
+export interface WorkerState {
+  result: WorkerResult;
+  consecutiveSuccesses: number;
+  consecutiveFailures: number;
+  last?: ProbeResult & { at: number; durationMs: number };
+  /** When `result` last changed. */
+  since: number;
+  probes: number;
+}
+
+export function initialState(now: number): WorkerState {
+  return { result: 'unknown', consecutiveSuccesses: 0, consecutiveFailures: 0, since: now, probes: 0 };
+}
+
+/**
+ * Apply one probe result. Failure after `failureThreshold` consecutive failures; back to success only
+ * after `successThreshold` consecutive successes (the hold after failure). An `unknown` probe result
+ * neither counts as success nor as failure and leaves the result as it was.
+ */
+export function step(
+  state: WorkerState,
+  probe: ProbeResult,
+  timing: Pick<ScenarioTiming, 'failureThreshold' | 'successThreshold'>,
+  at: number,
+  durationMs = 0,
+): { state: WorkerState; changed: boolean } {
+  let { consecutiveSuccesses, consecutiveFailures, result, since } = state;
+  if (probe.outcome === 'success') {
+    consecutiveSuccesses++;
+    consecutiveFailures = 0;
+  } else if (probe.outcome === 'failure') {
+    consecutiveFailures++;
+    consecutiveSuccesses = 0;
+  }
+  let next: WorkerResult = result;
+  if (consecutiveFailures >= timing.failureThreshold) next = 'failure';
+  else if (consecutiveSuccesses >= timing.successThreshold) next = 'success';
+  const changed = next !== result;
+  if (changed) {
+    result = next;
+    since = at;
+  }
+  return {
+    state: { result, consecutiveSuccesses, consecutiveFailures, since, probes: state.probes + 1, last: { ...probe, at, durationMs } },
+    changed,
+  };
+}
+
+/** Run a probe with its timeout: a probe that overruns is a failure; a throw is a bug, reported as unknown. */
+export async function runProbe(probe: Probe, target: AppTarget, timeoutMs: number, clock: Clock, signal: AbortSignal): Promise<ProbeResult> {
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(signal.reason);
+  signal.addEventListener('abort', onAbort, { once: true });
+  let timedOut = false;
+  const timeout = clock.sleep(timeoutMs, ac.signal).then(
+    () => {
+      timedOut = true;
+      ac.abort(new Error(`probe timed out after ${timeoutMs} ms`));
+    },
+    () => undefined,
+  );
+  try {
+    const r = await Promise.race([
+      probe.run(target, { timeoutMs, signal: ac.signal }).catch(
+        (e: unknown): ProbeResult => ({ outcome: 'unknown', detail: `probe error: ${(e as Error)?.message ?? String(e)}` }),
+      ),
+      // Resolves only at the deadline, so a probe that ignores its signal cannot hold the worker.
+      timeout.then(() => (timedOut ? ({ outcome: 'failure', detail: '' } as ProbeResult) : new Promise<never>(() => undefined))),
+    ]);
+    // A probe that gave up because its signal fired at the deadline still timed out.
+    return timedOut ? { outcome: 'failure', detail: `timed out after ${timeoutMs} ms` } : r;
+  } finally {
+    if (!ac.signal.aborted) ac.abort(new Error('probe done'));
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+export interface WorkerUpdate {
+  app: string;
+  scenario: string;
+  state: WorkerState;
+  changed: boolean;
+}
+
+/**
+ * Owns the timing of one (app, scenario): waits a random part of the period (jitter, so many apps
+ * do not probe in step) plus the initial delay, then probes every period until stopped.
+ */
+export class Worker {
+  #state: WorkerState;
+  constructor(
+    readonly app: AppTarget,
+    readonly scenario: string,
+    private readonly probe: Probe,
+    private readonly timing: ScenarioTiming,
+    private readonly clock: Clock,
+    private readonly onUpdate: (u: WorkerUpdate) => void,
+    private readonly random: () => number = Math.random,
+  ) {
+    this.#state = initialState(clock.now());
+  }
+
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  /** One probe and one step; exposed for tests and for `diagnose`. */
+  async probeOnce(signal: AbortSignal): Promise<WorkerUpdate> {
+    const t0 = this.clock.now();
+    const r = await runProbe(this.probe, this.app, this.timing.timeoutMs, this.clock, signal);
+    const { state, changed } = step(this.#state, r, this.timing, this.clock.now(), this.clock.now() - t0);
+    this.#state = state;
+    const u = { app: this.app.name, scenario: this.scenario, state, changed };
+    this.onUpdate(u);
+    return u;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    try {
+      await this.clock.sleep(this.timing.initialDelayMs + this.random() * this.timing.periodMs, signal);
+      while (!signal.aborted) {
+        const t0 = this.clock.now();
+        await this.probeOnce(signal);
+        await this.clock.sleep(Math.max(0, this.timing.periodMs - (this.clock.now() - t0)), signal);
+      }
+    } catch (e) {
+      if (!signal.aborted) throw e;
+    }
+  }
+}
