@@ -114,7 +114,9 @@ export class HeartbeatPoller {
       error = e as Error;
     }
     const resetSeen = this.#resetSeen;
-    this.#resetSeen = false;
+    // A failed read assesses nothing: keep the RESET for the next decoded sample, else the old boot's
+    // table (still in RAM until the firmware rewrites it) would continue the old baseline.
+    if (snapshot !== undefined) this.#resetSeen = false;
     const { report, state } = assessHeartbeat(
       {
         previous: this.#state,
