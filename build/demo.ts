@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { definitionBlockAsl } from '../acpi/asl/emit.js';
 import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
+import { qemuArgv, renderShell } from '../host-reader/qemu-args/index.js';
 import { openSession, type Session } from '../host-reader/session.js';
 import type { Poll } from '../host-reader/reader.js';
 import { buildGuestImage, GUEST_READY_LINE } from './guest-image.js';
@@ -104,13 +105,9 @@ async function main(): Promise<number> {
     const qmpPath = join(dir, 'qmp.sock');
     const consPath = join(dir, 'cons.sock');
     const logPath = join(dir, 'console.log');
-    const injected = [
-      '-acpitable', `file=${amlPath}`,
-      '-qmp', `unix:${qmpPath},server=on,wait=off`,
-      '-chardev', `socket,id=cons,path=${consPath},server=on,wait=off,mux=on,logfile=${logPath}`,
-      '-serial', 'chardev:cons',
-    ];
-    info(`injected: ${injected.join(' ')}`);
+    // The same flags `eve-diag qemu-args` prints.
+    const injected = qemuArgv({ acpiTable: amlPath, qmp: { path: qmpPath }, console: { path: consPath, logfile: logPath } });
+    info(`injected (eve-diag qemu-args): ${renderShell({ acpiTable: amlPath, qmp: { path: qmpPath }, console: { path: consPath, logfile: logPath } })}`);
     const append = 'console=ttyS0 quiet eve_diag.scenario=read-agent-zone eve_diag.zone_path=/sys/class/thermal/thermal_zone1/temp eve_diag.period=1';
     const args = ['-accel', 'tcg', '-M', 'q35', '-m', '512', '-smp', '1', '-display', 'none', '-nodefaults', '-no-user-config', '-no-reboot',
       '-kernel', image.kernel, '-initrd', image.initrd, '-append', append, ...injected];
