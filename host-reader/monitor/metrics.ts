@@ -1,0 +1,101 @@
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ProbeOutcome, Verdict } from './types.js';
+
+export const VERDICTS: readonly Verdict[] = [
+  'running-healthy',
+  'vm-not-running',
+  'guest-panicked',
+  'guest-kernel-hung',
+  'guest-userspace-hung',
+  'app-unhealthy',
+  'guest-starved',
+  'unknown',
+];
+
+/** The monitor's Prometheus metrics, on a registry of their own (no global state). */
+export class MonitorMetrics {
+  readonly registry = new Registry();
+  readonly heartbeatAge = new Gauge({
+    name: 'eve_diag_heartbeat_age_seconds',
+    help: 'Seconds since the heartbeat counter last advanced, per app and signal (kernel, agent).',
+    labelNames: ['app', 'signal'] as const,
+    registers: [this.registry],
+  });
+  readonly verdict = new Gauge({
+    name: 'eve_diag_verdict',
+    help: 'The current verdict per app: 1 for the verdict in force, 0 for the others.',
+    labelNames: ['app', 'verdict'] as const,
+    registers: [this.registry],
+  });
+  readonly probeDuration = new Histogram({
+    name: 'eve_diag_probe_duration_seconds',
+    help: 'Probe run time per app and scenario.',
+    labelNames: ['app', 'scenario'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly probeResults = new Counter({
+    name: 'eve_diag_probe_results_total',
+    help: 'Probe results per app, scenario and outcome (success, failure, unknown).',
+    labelNames: ['app', 'scenario', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly diagnostics = new Counter({
+    name: 'eve_diag_diagnostics_total',
+    help: 'Diagnostic scenarios run per app and verdict.',
+    labelNames: ['app', 'verdict'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'eve_diag_' });
+  }
+
+  readonly #scenarios = new Map<string, Set<string>>();
+
+  probe(app: string, scenario: string, outcome: ProbeOutcome, durationMs: number): void {
+    if (!this.#scenarios.has(app)) this.#scenarios.set(app, new Set());
+    this.#scenarios.get(app)?.add(scenario);
+    this.probeResults.inc({ app, scenario, outcome });
+    this.probeDuration.observe({ app, scenario }, durationMs / 1000);
+  }
+
+  setVerdict(app: string, v: Verdict): void {
+    for (const x of VERDICTS) this.verdict.set({ app, verdict: x }, x === v ? 1 : 0);
+  }
+
+  /** Forget an app that went away (its series would otherwise stay forever). */
+  removeApp(app: string): void {
+    for (const scenario of this.#scenarios.get(app) ?? []) {
+      this.probeDuration.remove({ app, scenario });
+      for (const outcome of ['success', 'failure', 'unknown']) this.probeResults.remove({ app, scenario, outcome });
+    }
+    this.#scenarios.delete(app);
+    for (const x of VERDICTS) this.verdict.remove({ app, verdict: x });
+    for (const signal of ['kernel', 'agent']) this.heartbeatAge.remove({ app, signal });
+  }
+
+  /** Serve `GET /metrics` on host:port (port 0 for any); resolves with the bound address. */
+  async listen(host: string, port: number): Promise<{ server: Server; port: number }> {
+    const server = createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+        (e: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = server.address();
+    return { server, port: typeof addr === 'object' && addr ? addr.port : port };
+  }
+}
