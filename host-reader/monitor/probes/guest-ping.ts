@@ -1,0 +1,184 @@
+import { connect, type Socket } from 'node:net';
+import type { AppTarget, Probe, ProbeResult } from '../types.js';
+import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown } from './common.js';
+
+/**
+ * `guest-ping`: qemu-guest-agent over its host chardev socket (KubeVirt's guestAgentPing, Masakari's
+ * introspective monitor). QGA speaks QMP-like JSON lines but has no greeting and no negotiation, and
+ * its channel keeps whatever a previous client left half-sent. So, per QGA's own documentation of
+ * `guest-sync-delimited`: send 0xFF (the agent's parser resets on it), then
+ * `guest-sync-delimited {id}`; the agent answers 0xFF followed by `{"return": id}`. Everything
+ * before the sentinel and any stale reply with another id is dropped. Then `guest-ping` must return
+ * `{}`. The socket takes one client at a time: connect, talk, disconnect.
+ */
+
+export interface GuestPingParams {
+  /** Most bytes accepted before the replies (a chatty or broken channel). Default 65536. */
+  maxBytes?: number;
+}
+
+export class GuestPingProbe implements Probe {
+  readonly kind = 'guest-ping';
+  #nextId = Math.floor(Math.random() * 1e9);
+  readonly #maxBytes: number;
+
+  constructor(params: GuestPingParams = {}) {
+    this.#maxBytes = params.maxBytes ?? 65536;
+    if (!Number.isSafeInteger(this.#maxBytes) || this.#maxBytes < 64) throw new RangeError(`maxBytes: an integer >= 64 (got ${this.#maxBytes})`);
+  }
+
+  async run(target: AppTarget, opts: { timeoutMs: number; signal: AbortSignal }): Promise<ProbeResult> {
+    if (target.qga === undefined) return unknown('no qemu-guest-agent socket configured');
+    const d = deadline(opts.signal, opts.timeoutMs);
+    const id = this.#nextId++ % 2 ** 31;
+    let channel: QgaChannel | undefined;
+    let step = 'connect';
+    const t0 = performance.now();
+    try {
+      channel = await QgaChannel.open(target.qga, this.#maxBytes, d.signal);
+      step = 'guest-sync-delimited';
+      channel.write(Buffer.from([0xff]));
+      channel.write(`${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })}\n`);
+      await channel.waitSentinel(d.signal);
+      for (;;) {
+        const m = await channel.nextMessage(d.signal);
+        if (m.return === id) break; // an older client's reply otherwise
+      }
+      step = 'guest-ping';
+      channel.write(`${JSON.stringify({ execute: 'guest-ping' })}\n`);
+      const pong = await channel.nextMessage(d.signal);
+      const ms = Math.round(performance.now() - t0);
+      if ('error' in pong) return failure(`guest-ping: ${JSON.stringify(pong.error)}`, { qga: target.qga, error: pong.error });
+      return success(`qemu-guest-agent answered in ${ms} ms`, { qga: target.qga, ms });
+    } catch (e) {
+      if (d.signal.aborted) {
+        const r = deadlineResult(d, opts.timeoutMs, `qemu-guest-agent ${step}`, { qga: target.qga, step });
+        // Silence on a connected channel: no agent runs in the guest, or the guest is hung.
+        return r.outcome === 'failure' && step !== 'connect' ? { ...r, detail: `${r.detail} (no agent answer)` } : r;
+      }
+      const code = errnoCode(e);
+      return failure(`qemu-guest-agent ${target.qga}: ${errorText(e)}`, { qga: target.qga, step, error: errorText(e), ...(code ? { errno: code } : {}) });
+    } finally {
+      d.dispose();
+      channel?.close();
+    }
+  }
+}
+
+type Message = Record<string, unknown>;
+
+class QgaChannel {
+  #buf = Buffer.alloc(0);
+  #end: Error | undefined;
+  #wakers = new Set<() => void>();
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly maxBytes: number,
+  ) {
+    socket.on('data', (b: Buffer) => {
+      this.#buf = Buffer.concat([this.#buf, b]);
+      if (this.#buf.length > maxBytes) this.#end = new Error(`more than ${maxBytes} bytes without a reply`);
+      this.#wake();
+    });
+    socket.on('close', () => {
+      this.#end ??= new Error('the channel closed');
+      this.#wake();
+    });
+    socket.on('error', () => undefined); // 'close' follows
+  }
+
+  static open(path: string, maxBytes: number, signal: AbortSignal): Promise<QgaChannel> {
+    return new Promise((resolve, reject) => {
+      const s = connect(path);
+      const onAbort = () => {
+        s.destroy();
+        reject(signal.reason);
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      s.once('connect', () => {
+        signal.removeEventListener('abort', onAbort);
+        s.removeAllListeners('error');
+        resolve(new QgaChannel(s, maxBytes));
+      });
+      s.once('error', (e) => {
+        signal.removeEventListener('abort', onAbort);
+        s.destroy();
+        reject(e);
+      });
+    });
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  /** Drops everything up to and including the 0xFF sentinel. */
+  waitSentinel(signal: AbortSignal): Promise<void> {
+    return this.#wait(signal, () => {
+      const at = this.#buf.indexOf(0xff);
+      if (at < 0) {
+        this.#buf = Buffer.alloc(0);
+        return undefined;
+      }
+      this.#buf = this.#buf.subarray(at + 1);
+      return true;
+    }).then(() => undefined);
+  }
+
+  /** The next JSON object line (non-JSON lines are skipped). */
+  nextMessage(signal: AbortSignal): Promise<Message> {
+    return this.#wait(signal, () => {
+      for (;;) {
+        const nl = this.#buf.indexOf(0x0a);
+        if (nl < 0) return undefined;
+        // A sentinel can also precede a later line (a stale 0xFF came first): drop every 0xFF.
+        const line = Buffer.from(this.#buf.subarray(0, nl).filter((b) => b !== 0xff)).toString('utf8').trim();
+        this.#buf = this.#buf.subarray(nl + 1);
+        if (line === '') continue;
+        try {
+          const m: unknown = JSON.parse(line);
+          if (typeof m === 'object' && m !== null && !Array.isArray(m)) return m as Message;
+        } catch {
+          // not JSON: noise on the channel
+        }
+      }
+    });
+  }
+
+  #wait<T>(signal: AbortSignal, take: () => T | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const check = () => {
+        const v = take();
+        if (v !== undefined) {
+          done();
+          resolve(v);
+        } else if (this.#end !== undefined) {
+          done();
+          reject(this.#end);
+        }
+      };
+      const onAbort = () => {
+        done();
+        reject(signal.reason);
+      };
+      const done = () => {
+        this.#wakers.delete(check);
+        signal.removeEventListener('abort', onAbort);
+      };
+      if (signal.aborted) return reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#wakers.add(check);
+      check();
+    });
+  }
+
+  #wake(): void {
+    for (const w of [...this.#wakers]) w();
+  }
+}
