@@ -1,0 +1,182 @@
+import type { Clock } from './clock.js';
+import { classify, type Classification, type HostPressure, type ScenarioObservation } from './classify.js';
+import type { AppConfig } from './config.js';
+import type { MonitorMetrics } from './metrics.js';
+import { createProbe } from './probes/index.js';
+import type { QmpLinks } from './probes/qmp-link.js';
+import type { Probe, Verdict } from './types.js';
+import { Worker, type WorkerUpdate } from './worker.js';
+
+/**
+ * The manager owns the workers (one per app and scenario), keeps the latest observation of each,
+ * classifies each app after every change, and starts the app's diagnostic scenario when a verdict
+ * says the guest is in trouble (with a per-app cooldown). It follows apps appearing and going away
+ * (EVE autodiscovery) through `sync()`.
+ */
+
+/** Verdicts that start the diagnostic scenario. A VM that is not running is the operator's doing. */
+export const TROUBLE: ReadonlySet<Verdict> = new Set(['guest-panicked', 'guest-kernel-hung', 'guest-userspace-hung', 'app-unhealthy', 'guest-starved']);
+
+export interface LogRecord {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface DiagnosticsRun {
+  app: AppConfig;
+  classification: Classification;
+  /** What tripped it: the scenario whose worker turned to failure. */
+  trigger: WorkerUpdate;
+  signal: AbortSignal;
+}
+
+export interface ManagerDeps {
+  clock: Clock;
+  links: QmpLinks;
+  log: (r: LogRecord) => void;
+  metrics?: MonitorMetrics;
+  /** Runs the app's diagnostic scenario and ships the report; resolves with where the report went. */
+  diagnose?: (run: DiagnosticsRun) => Promise<string | undefined>;
+  /** Host pressure around an app's VM, for the `guest-starved` verdict. */
+  hostPressure?: (app: AppConfig) => Promise<HostPressure | undefined>;
+  /** Probe factory (tests inject fakes); default createProbe. */
+  probeFor?: (app: AppConfig, scenario: AppConfig['scenarios'][number]) => Probe;
+  random?: () => number;
+}
+
+interface AppRun {
+  app: AppConfig;
+  ac: AbortController;
+  workers: Worker[];
+  probes: Probe[];
+  done: Promise<unknown>;
+  observations: Map<string, ScenarioObservation>;
+  verdict: Classification | undefined;
+  lastDiagnosis: number | undefined;
+  diagnosing: boolean;
+}
+
+export interface AppStatus {
+  app: string;
+  verdict: Verdict | undefined;
+  reason: string | undefined;
+  scenarios: ScenarioObservation[];
+}
+
+export class Manager {
+  readonly #apps = new Map<string, AppRun>();
+  readonly #diagnoses = new Set<Promise<unknown>>();
+  #stopped = false;
+
+  constructor(private readonly deps: ManagerDeps) {}
+
+  /** Make the running set equal to `apps`: start new ones, stop vanished ones, restart changed ones. */
+  async sync(apps: readonly AppConfig[]): Promise<void> {
+    if (this.#stopped) return;
+    const wanted = new Map(apps.map((a) => [a.name, a]));
+    for (const [name, run] of this.#apps) {
+      const next = wanted.get(name);
+      if (!next || JSON.stringify(next) !== JSON.stringify(run.app)) {
+        await this.#stopApp(run, next ? 'changed' : 'gone');
+      }
+    }
+    for (const app of apps) if (!this.#apps.has(app.name)) this.#startApp(app);
+  }
+
+  status(): AppStatus[] {
+    return [...this.#apps.values()].map((r) => ({
+      app: r.app.name,
+      verdict: r.verdict?.verdict,
+      reason: r.verdict?.reason,
+      scenarios: [...r.observations.values()],
+    }));
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await Promise.all([...this.#apps.values()].map((r) => this.#stopApp(r, 'shutdown')));
+    await Promise.allSettled([...this.#diagnoses]);
+  }
+
+  #startApp(app: AppConfig): void {
+    const { clock, log } = this.deps;
+    const ac = new AbortController();
+    const run: AppRun = { app, ac, workers: [], probes: [], done: Promise.resolve(), observations: new Map(), verdict: undefined, lastDiagnosis: undefined, diagnosing: false };
+    for (const sc of app.scenarios) {
+      const probe = this.deps.probeFor?.(app, sc) ?? createProbe(sc.probe, { links: this.deps.links, periodMs: sc.timing.periodMs, now: () => clock.now() });
+      run.probes.push(probe);
+      run.observations.set(sc.name, { scenario: sc.name, probe: sc.probe.type, result: 'unknown' });
+      run.workers.push(new Worker(app.target, sc.name, probe, sc.timing, clock, (u) => this.#onUpdate(run, u), this.deps.random));
+    }
+    run.done = Promise.allSettled(
+      run.workers.map((w) =>
+        w.run(ac.signal).catch((e: unknown) => log({ level: 'error', msg: 'worker failed', app: app.name, scenario: w.scenario, error: String(e) })),
+      ),
+    );
+    this.#apps.set(app.name, run);
+    log({ level: 'info', msg: 'app added', app: app.name, origin: app.origin, scenarios: app.scenarios.map((s) => `${s.name}:${s.probe.type}`) });
+  }
+
+  async #stopApp(run: AppRun, why: 'gone' | 'changed' | 'shutdown'): Promise<void> {
+    run.ac.abort(new Error(`app ${why}`));
+    this.#apps.delete(run.app.name);
+    await run.done;
+    await Promise.allSettled(run.probes.map((p) => p.close?.()));
+    this.deps.metrics?.removeApp(run.app.name);
+    this.deps.log({ level: 'info', msg: 'app removed', app: run.app.name, why });
+  }
+
+  #onUpdate(run: AppRun, u: WorkerUpdate): void {
+    const { metrics, log } = this.deps;
+    const last = u.state.last;
+    const probeType = run.observations.get(u.scenario)?.probe ?? 'unknown';
+    if (last) metrics?.probe(run.app.name, u.scenario, last.outcome, last.durationMs);
+    const obs: ScenarioObservation = { scenario: u.scenario, probe: probeType, result: u.state.result, ...(last ? { last } : {}) };
+    run.observations.set(u.scenario, obs);
+    const age = last?.evidence?.['ageMs'];
+    if (metrics && typeof age === 'number' && (probeType === 'kernel-heartbeat' || probeType === 'agent-heartbeat')) {
+      metrics.heartbeatAge.set({ app: run.app.name, signal: probeType === 'kernel-heartbeat' ? 'kernel' : 'agent' }, age / 1000);
+    }
+    if (u.changed) log({ level: u.state.result === 'failure' ? 'warn' : 'info', msg: 'scenario result', app: run.app.name, scenario: u.scenario, result: u.state.result, detail: last?.detail });
+    void this.#classify(run, u);
+  }
+
+  async #classify(run: AppRun, u: WorkerUpdate): Promise<void> {
+    const host = this.deps.hostPressure ? await this.deps.hostPressure(run.app).catch(() => undefined) : undefined;
+    if (run.ac.signal.aborted) return;
+    const c = classify({ app: run.app.name, scenarios: [...run.observations.values()], ...(host ? { host } : {}) });
+    const before = run.verdict?.verdict;
+    run.verdict = c;
+    this.deps.metrics?.setVerdict(run.app.name, c.verdict);
+    if (c.verdict !== before) {
+      this.deps.log({ level: TROUBLE.has(c.verdict) ? 'warn' : 'info', msg: 'verdict', app: run.app.name, verdict: c.verdict, reason: c.reason, ...(c.runState ? { runState: c.runState } : {}) });
+    }
+    if (TROUBLE.has(c.verdict) && u.changed && u.state.result === 'failure') this.#maybeDiagnose(run, c, u);
+  }
+
+  #maybeDiagnose(run: AppRun, c: Classification, trigger: WorkerUpdate): void {
+    const { clock, log, diagnose } = this.deps;
+    if (!diagnose || run.diagnosing) return;
+    const now = clock.now();
+    if (run.lastDiagnosis !== undefined && now - run.lastDiagnosis < run.app.diagnostics.cooldownMs) {
+      log({ level: 'info', msg: 'diagnostics skipped: cooldown', app: run.app.name, verdict: c.verdict, nextInMs: Math.round(run.app.diagnostics.cooldownMs - (now - run.lastDiagnosis)) });
+      return;
+    }
+    run.diagnosing = true;
+    run.lastDiagnosis = now;
+    this.deps.metrics?.diagnostics.inc({ app: run.app.name, verdict: c.verdict });
+    log({ level: 'warn', msg: 'diagnostics started', app: run.app.name, verdict: c.verdict, trigger: trigger.scenario });
+    const p = diagnose({ app: run.app, classification: c, trigger, signal: run.ac.signal })
+      .then(
+        (where) => log({ level: 'info', msg: 'diagnostics done', app: run.app.name, verdict: c.verdict, report: where }),
+        (e: unknown) => log({ level: 'error', msg: 'diagnostics failed', app: run.app.name, error: String((e as Error)?.message ?? e) }),
+      )
+      .finally(() => {
+        run.diagnosing = false;
+        this.#diagnoses.delete(p);
+      });
+    this.#diagnoses.add(p);
+  }
+}
+
