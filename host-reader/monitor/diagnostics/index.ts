@@ -1,0 +1,34 @@
+// The diagnostic scenario run when a monitoring scenario fails: collectors and the runner.
+export {
+  connectQmp,
+  textArtifact,
+  jsonArtifact,
+  artifactBytes,
+  type QmpConnector,
+} from './common.js';
+export { ConsoleCaptureCollector, type ConsoleCaptureOptions } from './console-capture.js';
+export { SysrqCollector, DEFAULT_SYSRQ_KEYS, type SysrqCollectorOptions, type SysrqKeyStatus } from './sysrq.js';
+export { QmpStateCollector, DEFAULT_QMP_STATE_COMMANDS, type QmpStateOptions } from './qmp-state.js';
+export { HmpRegistersCollector, type HmpRegistersOptions } from './hmp-registers.js';
+export {
+  HostStateCollector,
+  parseLoadavg,
+  parsePressure,
+  parseMeminfo,
+  parseStat,
+  type HostAppTarget,
+  type HostStateOptions,
+  type HostState,
+  type QemuProcessState,
+  type ThreadState,
+  type PressureLine,
+} from './host-state.js';
+export {
+  runDiagnostics,
+  capArtifacts,
+  type DiagnosticStep,
+  type StepStatus,
+  type StepResult,
+  type DiagnosticsRun,
+  type RunDiagnosticsOptions,
+} from './runner.js';

@@ -1,0 +1,38 @@
+// Report bundles: the manifest (versioned, with its JSON Schema) and the spool they are written to.
+export {
+  writeBundle,
+  listSpool,
+  cleanSpool,
+  readManifest,
+  newBundleId,
+  ReportError,
+  ManifestError,
+  DEFAULT_MAX_BUNDLE_BYTES,
+  type ReportInput,
+  type ReportStep,
+  type TimelineSample,
+  type WriteBundleOptions,
+  type WrittenBundle,
+  type BundleIo,
+  type SpoolEntry,
+  type ReadManifestOptions,
+} from './bundle.js';
+export {
+  REPORT_MANIFEST_SCHEMA,
+  MANIFEST_SCHEMA_NAME,
+  MANIFEST_SCHEMA_VERSION,
+  MANIFEST_FILE,
+  SAFE_NAME_PATTERN,
+  VERDICTS,
+  STEP_STATUSES,
+  MEDIA_TYPES,
+  isSafeName,
+  manifestProblems,
+  type ReportManifest,
+  type ManifestStep,
+  type ManifestArtifact,
+  type ManifestOmission,
+  type TimelineEntry,
+  type JsonValue,
+} from './manifest.js';
+export { validateJsonSchema, type JsonSchema } from './json-schema.js';
