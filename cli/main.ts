@@ -7,6 +7,8 @@ import { register as registerSsdtInspect } from './ssdt-inspect.js';
 import { register as registerQemuArgs } from './qemu-args.js';
 import { register as registerRead } from './read.js';
 import { register as registerWatch } from './watch.js';
+import { register as registerMonitor } from './monitor.js';
+import { register as registerDiagnose } from './diagnose.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
 
 export interface Io {
@@ -32,6 +34,8 @@ export function program(io: Io): Command {
   registerQemuArgs(p, io.out);
   registerRead(p, io.out);
   registerWatch(p, io.out);
+  registerMonitor(p);
+  registerDiagnose(p, io.out, io.err);
   for (const c of p.commands) c.exitOverride();
   return p;
 }

@@ -1,17 +1,30 @@
 import { sanitizeLine, sanitizeText } from '../../console/sanitize.js';
 import { QmpClient } from '../../qmp/index.js';
 import type { Clock } from '../clock.js';
+import type { QmpLinks } from '../probes/qmp-link.js';
 import type { Artifact, CollectorResult } from '../types.js';
 
 /**
  * What the diagnostic collectors share: a QMP session per collection, a deadline, and bounded artifacts.
  */
 
-/** Opens a QMP session (tests inject one that talks to a fake server). */
-export type QmpConnector = (path: string, options: { timeoutMs: number; signal: AbortSignal }) => Promise<QmpClient>;
+/** A QMP session lent to one collection; `release` ends the loan (closes it, or hands a shared one back). */
+export interface QmpLease {
+  qmp: QmpClient;
+  release(): Promise<void>;
+}
 
-export const connectQmp: QmpConnector = (path, { timeoutMs, signal }) =>
-  QmpClient.connect({ path }, { timeoutMs, signal, defaultTimeoutMs: timeoutMs });
+/**
+ * Lends a QMP session on `path` (tests inject one that talks to a fake server). QEMU serves one QMP
+ * client at a time, so the monitor lends the connection its probes already hold (see linkConnector).
+ */
+export type QmpConnector = (path: string, options: { timeoutMs: number; signal: AbortSignal }) => Promise<QmpLease>;
+
+/** A connection of its own, closed on release (the `eve-diag diagnose` case: nothing else holds QMP). */
+export const connectQmp: QmpConnector = async (path, { timeoutMs, signal }) => {
+  const qmp = await QmpClient.connect({ path }, { timeoutMs, signal, defaultTimeoutMs: timeoutMs });
+  return { qmp, release: () => qmp.close().catch(() => undefined) };
+};
 
 /** The time left of one collection. */
 export class Deadline {
@@ -102,10 +115,26 @@ export async function withQmp<T>(
   options: { timeoutMs: number; signal: AbortSignal },
   fn: (qmp: QmpClient) => Promise<T>,
 ): Promise<T> {
-  const qmp = await connector(path, options);
+  const lease = await connector(path, options);
   try {
-    return await fn(qmp);
+    return await fn(lease.qmp);
   } finally {
-    await qmp.close().catch(() => undefined);
+    await lease.release();
   }
+}
+
+/**
+ * Lends the QMP connection the monitor's probes share (one per VM: QEMU serves one QMP client at a
+ * time). Release hands it back; the link stays open for the probes.
+ */
+export function linkConnector(links: QmpLinks): QmpConnector {
+  return async (path, { signal }) => {
+    const link = links.acquire(path);
+    try {
+      return { qmp: await link.client(signal), release: () => links.release(link) };
+    } catch (e) {
+      await links.release(link);
+      throw e;
+    }
+  };
 }

@@ -1,6 +1,8 @@
 // The diagnostic scenario run when a monitoring scenario fails: collectors and the runner.
 export {
   connectQmp,
+  linkConnector,
+  type QmpLease,
   textArtifact,
   jsonArtifact,
   artifactBytes,

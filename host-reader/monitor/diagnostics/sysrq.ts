@@ -12,7 +12,7 @@ import {
 import type { QmpClient } from '../../qmp/index.js';
 import { realClock, type Clock } from '../clock.js';
 import type { AppTarget, Artifact, Collector, CollectorResult } from '../types.js';
-import { connectQmp, Deadline, describeError, failed, formatBytes, textArtifact, type QmpConnector } from './common.js';
+import { connectQmp, Deadline, describeError, failed, formatBytes, textArtifact, type QmpConnector, type QmpLease } from './common.js';
 
 /** The default keys (DESIGN fact 8): blocked tasks, all tasks, CPU backtraces, memory, timers. */
 export const DEFAULT_SYSRQ_KEYS = 'wtlmq';
@@ -97,10 +97,12 @@ export class SysrqCollector implements Collector {
 
     const notes: string[] = [];
     let qmp: QmpClient | undefined;
+    let lease: QmpLease | undefined;
     try {
       if (target.qmp !== undefined) {
         try {
-          qmp = await this.#connect(target.qmp, { timeoutMs: deadline.cap(5000), signal: opts.signal });
+          lease = await this.#connect(target.qmp, { timeoutMs: deadline.cap(5000), signal: opts.signal });
+          qmp = lease.qmp;
         } catch (error) {
           // On a mux console QMP only checks that the socket is free: go on without it.
           if (method !== 'break' || target.consoleMux !== true) return failed(`sysrq: QMP: ${describeError(error)}`);
@@ -155,7 +157,7 @@ export class SysrqCollector implements Collector {
     } catch (error) {
       return failed(`sysrq: ${describeError(error)}`);
     } finally {
-      await qmp?.close().catch(() => undefined);
+      await lease?.release();
     }
   }
 

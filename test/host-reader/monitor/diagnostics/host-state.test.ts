@@ -107,7 +107,10 @@ describe('HostStateCollector', () => {
     const server = await FakeQmpServer.start();
     try {
       server.handle('query-cpus-fast', { return: [{ 'cpu-index': 0, 'thread-id': 502 }] });
-      const connector: QmpConnector = (_path, o) => QmpClient.connect(server.target, { timeoutMs: o.timeoutMs, signal: o.signal });
+      const connector: QmpConnector = async (_path, o) => {
+        const qmp = await QmpClient.connect(server.target, { timeoutMs: o.timeoutMs, signal: o.signal });
+        return { qmp, release: () => qmp.close() };
+      };
       const r = await new HostStateCollector({ procRoot: root, sampleMs: 0, qmpConnector: connector }).collect({ name: 'vm1', qmp: QMP }, opts());
       const state = JSON.parse(r.artifacts[0]?.data as string) as HostState;
       expect(state.qemu?.vcpuSource).toBe('qmp');

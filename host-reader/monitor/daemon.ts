@@ -1,0 +1,148 @@
+import { readFile } from 'node:fs/promises';
+import { realClock, type Clock } from './clock.js';
+import type { HostPressure } from './classify.js';
+import type { AppConfig, CollectorConfig, MonitorConfig } from './config.js';
+import {
+  ConsoleCaptureCollector,
+  HmpRegistersCollector,
+  HostStateCollector,
+  QmpStateCollector,
+  runDiagnostics,
+  SysrqCollector,
+  type QmpConnector,
+  type StepResult,
+} from './diagnostics/index.js';
+import { discoverEveApps } from './discovery.js';
+import { Manager, type LogRecord } from './manager.js';
+import type { MonitorMetrics } from './metrics.js';
+import { QmpLinks } from './probes/qmp-link.js';
+import { writeBundle, type WrittenBundle } from './report/index.js';
+import type { Collector, Verdict } from './types.js';
+import { linkConnector } from './diagnostics/common.js';
+
+/** Collector kinds a config may name (config validation uses this list). */
+export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state'] as const;
+
+const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+const bool = (v: unknown) => (typeof v === 'boolean' ? v : undefined);
+const strs = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
+function defined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+/** A collector instance for one configured step. Throws TypeError for an unknown kind (a config bug). */
+export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector): Collector {
+  const p = c.params;
+  switch (c.type) {
+    case 'console-capture':
+      return new ConsoleCaptureCollector(defined({ name: str(p['name']) }));
+    case 'sysrq': {
+      const keys = str(p['keys']) ?? strs(p['keys']);
+      const method = str(p['method']) as 'break' | 'send-key' | 'auto' | undefined;
+      return new SysrqCollector(
+        defined({ keys, method, fallbackToSendKey: bool(p['fallbackToSendKey']), quietMs: num(p['quietMs']), chardevId: str(p['chardevId']), qmpConnector }),
+      );
+    }
+    case 'qmp-state':
+      return new QmpStateCollector(defined({ commands: strs(p['commands']), qmpConnector }));
+    case 'hmp-registers':
+      return new HmpRegistersCollector(defined({ command: str(p['command']), qmpConnector }));
+    case 'host-state':
+      return new HostStateCollector(defined({ sampleMs: num(p['sampleMs']), qmpConnector }));
+    default:
+      throw new TypeError(`unknown collector type ${JSON.stringify(c.type)} (known: ${COLLECTOR_KINDS.join(', ')})`);
+  }
+}
+
+export interface DiagnoseOptions {
+  qmpConnector: QmpConnector;
+  spool: string;
+  verdict: Verdict;
+  evidence?: Record<string, unknown>;
+  signal?: AbortSignal;
+  onStep?: (s: StepResult) => void;
+  maxBundleBytes?: number;
+}
+
+/** Run the app's diagnostic scenario once and write the report bundle into the spool. */
+export async function diagnoseApp(app: AppConfig, o: DiagnoseOptions): Promise<WrittenBundle> {
+  const steps = app.diagnostics.collectors.map((c) => ({ collector: createCollector(c, o.qmpConnector), timeoutMs: c.timeoutMs, maxBytes: c.maxBytes }));
+  const run = await runDiagnostics(app.target, steps, { ...(o.signal ? { signal: o.signal } : {}), ...(o.onStep ? { onStep: o.onStep } : {}) });
+  return writeBundle(
+    o.spool,
+    {
+      app: app.name,
+      verdict: o.verdict,
+      evidence: { ...(o.evidence ?? {}), diagnostics: { durationMs: run.durationMs, budgetExhausted: run.budgetExhausted } },
+      steps: run.steps,
+    },
+    o.maxBundleBytes !== undefined ? { maxTotalBytes: o.maxBundleBytes } : {},
+  );
+}
+
+/** Host CPU pressure (PSI `some avg10`), when the kernel has PSI. */
+export async function readHostPressure(procRoot = '/proc'): Promise<HostPressure | undefined> {
+  const text = await readFile(`${procRoot}/pressure/cpu`, 'utf8').catch(() => undefined);
+  const m = text === undefined ? null : /^some avg10=([\d.]+)/m.exec(text);
+  return m ? { cpuSomeAvg10: Number(m[1]), detail: `PSI cpu some avg10=${m[1]}` } : undefined;
+}
+
+export interface MonitorRunOptions {
+  log: (r: LogRecord) => void;
+  metrics?: MonitorMetrics;
+  clock?: Clock;
+  /** How often EVE autodiscovery looks for VMs appearing and going away. Default 10 s. */
+  rediscoverMs?: number;
+  signal: AbortSignal;
+}
+
+/**
+ * The daemon's body: bind the configured and discovered apps to workers, follow VMs appearing and
+ * going away, run diagnostics into the spool on trouble; returns when `signal` aborts (SIGTERM).
+ */
+export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): Promise<void> {
+  const clock = o.clock ?? realClock;
+  const links = new QmpLinks({ connectTimeoutMs: config.qmp.connectTimeoutMs, ...(config.qmp.holdMs ? { holdMs: config.qmp.holdMs } : {}) });
+  const connector = linkConnector(links);
+  const manager = new Manager({
+    clock,
+    links,
+    log: o.log,
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+    hostPressure: () => readHostPressure(),
+    diagnose: async ({ app, classification, signal }) => {
+      const b = await diagnoseApp(app, {
+        qmpConnector: connector,
+        spool: config.spool.dir,
+        verdict: classification.verdict,
+        evidence: { reason: classification.reason, runState: classification.runState, observations: classification.evidence, host: classification.host },
+        signal,
+        ...(config.spool.maxBytes ? { maxBundleBytes: config.spool.maxBytes } : {}),
+      });
+      return b.dir;
+    },
+  });
+  const appsNow = async () => {
+    try {
+      const plan = await discoverEveApps(config);
+      return [...config.apps, ...plan.apps];
+    } catch (e) {
+      o.log({ level: 'warn', msg: 'EVE discovery failed', error: String((e as Error).message) });
+      return config.apps;
+    }
+  };
+  try {
+    await manager.sync(await appsNow());
+    o.log({ level: 'info', msg: 'monitor started', apps: manager.status().map((s) => s.app) });
+    while (!o.signal.aborted) {
+      await clock.sleep(o.rediscoverMs ?? 10_000, o.signal).catch(() => undefined);
+      if (o.signal.aborted) break;
+      if (config.eve.autodiscover) await manager.sync(await appsNow());
+    }
+  } finally {
+    await manager.stop();
+    await links.closeAll();
+    o.log({ level: 'info', msg: 'monitor stopped' });
+  }
+}

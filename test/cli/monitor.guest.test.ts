@@ -1,0 +1,188 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
+import { readManifest } from '../../host-reader/monitor/report/index.js';
+import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
+
+/**
+ * `eve-diag monitor` end to end: the compiled CLI as a user runs it, a real guest, a YAML config.
+ * A fault in the guest must become a verdict in the JSON logs and a report bundle in the spool.
+ */
+const cli = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'main.js');
+let dir: string;
+let tableFile: string;
+let layoutFile: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'eve-diag-monitor-'));
+  const { aml, layout } = buildDiagSsdt({ kernelPeriodMs: 500 });
+  tableFile = join(dir, 't.aml');
+  layoutFile = join(dir, 't.json');
+  await writeFile(tableFile, aml);
+  await writeFile(layoutFile, JSON.stringify(layout));
+});
+afterAll(async () => {
+  await stopAllGuests();
+  await rm(dir, { recursive: true, force: true });
+});
+
+let child: ChildProcess | undefined;
+afterEach(() => {
+  child?.kill('SIGKILL');
+  child = undefined;
+});
+
+interface Line {
+  msg: string;
+  [k: string]: unknown;
+}
+
+function startMonitor(config: string): { lines: Line[]; waitFor: (pred: (l: Line) => boolean, ms: number) => Promise<Line>; exited: Promise<number | null> } {
+  expect(existsSync(cli), 'run npm run build first').toBe(true);
+  child = spawn(process.execPath, [cli, 'monitor', '--config', config, '--metrics', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Line[] = [];
+  let buf = '';
+  let stderr = '';
+  const waiters = new Set<() => void>();
+  child.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const l = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        lines.push(JSON.parse(l) as Line);
+      } catch {
+        lines.push({ msg: `(not JSON) ${l}` });
+      }
+      for (const w of waiters) w();
+    }
+  });
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child?.on('exit', (code) => r(code)));
+  const waitFor = (pred: (l: Line) => boolean, ms: number) =>
+    new Promise<Line>((resolve, reject) => {
+      const check = () => {
+        const hit = lines.find(pred);
+        if (hit) {
+          waiters.delete(check);
+          clearTimeout(t);
+          resolve(hit);
+        }
+      };
+      const t = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`no matching log line in ${ms} ms; stderr: ${stderr}\n${lines.map((l) => JSON.stringify(l)).join('\n')}`));
+      }, ms);
+      waiters.add(check);
+      check();
+    });
+  return { lines, waitFor, exited };
+}
+
+async function config(guest: Guest, spool: string, collectors: string, agent = true): Promise<string> {
+  const file = join(dir, `monitor-${Math.random().toString(36).slice(2)}.yaml`);
+  await writeFile(
+    file,
+    `spool: { dir: ${spool} }
+apps:
+  - name: vm1
+    transports:
+      qmp: ${guest.qmpPath}
+      console: ${guest.consolePath}
+      consoleLog: ${guest.consoleLogPath}
+      consoleMux: true
+      layout: ${layoutFile}
+    scenarios:
+      - name: run-state
+        probe: { type: qmp-status }
+        periodSeconds: 1
+        timeoutSeconds: 1
+      - name: kernel
+        probe: { type: kernel-heartbeat }
+        periodSeconds: 1
+        timeoutSeconds: 1
+        failureThreshold: 2
+${agent ? `      - name: agent
+        probe: { type: agent-heartbeat, params: { agentPeriodSeconds: 1 } }
+        periodSeconds: 1
+        timeoutSeconds: 1
+        failureThreshold: 2
+` : ''}    diagnostics:
+      cooldownSeconds: 600
+      collectors:
+${collectors}
+`,
+  );
+  return file;
+}
+
+const agentLoop = 'eve_diag.zone_path=/sys/class/thermal/thermal_zone1/temp eve_diag.period=1';
+
+describe('eve-diag monitor against real guests', () => {
+  test('kernel panic -> guest-kernel-hung, diagnostics write a bundle with the panic in the console capture; SIGTERM exits 0', async () => {
+    const guest = await launchGuest({ acpiTables: [tableFile], append: `quiet panic=0 eve_diag.scenario=panic eve_diag.delay=25` });
+    // No agent in this guest: the thermal core's one read of the agent zone at registration is its only beat.
+    const spool = join(dir, 'spool-panic');
+    const m = startMonitor(
+      await config(
+        guest,
+        spool,
+        `        - { type: console-capture, timeoutSeconds: 5 }
+        - { type: qmp-state, timeoutSeconds: 5 }
+        - { type: hmp-registers, timeoutSeconds: 5 }`,
+        false,
+      ),
+    );
+    await m.waitFor((l) => l.msg === 'verdict' && l['verdict'] === 'running-healthy', 60_000);
+    await guest.waitForConsole(/Kernel panic/, 60_000);
+    const v = await m.waitFor((l) => l.msg === 'verdict' && (l['verdict'] === 'guest-kernel-hung' || l['verdict'] === 'guest-panicked'), 30_000);
+    expect(v['reason']).toMatch(/kernel heartbeat|panic/);
+    const done = await m.waitFor((l) => l.msg === 'diagnostics done', 60_000);
+    const bundle = String(done['report']);
+    const manifest = await readManifest(bundle, { verifyFiles: true });
+    expect(['guest-kernel-hung', 'guest-panicked']).toContain(manifest.verdict);
+    const files = await readdir(bundle);
+    expect(files.some((f) => f.endsWith('console.txt'))).toBe(true);
+    expect(files.some((f) => f.endsWith('registers.txt'))).toBe(true);
+    const { readFile } = await import('node:fs/promises');
+    const consoleFile = files.find((f) => f.endsWith('console.txt')) as string;
+    expect(await readFile(join(bundle, consoleFile), 'utf8')).toContain('Kernel panic');
+    child?.kill('SIGTERM');
+    expect(await m.exited).toBe(0);
+    expect(m.lines.some((l) => l.msg === 'monitor stopped')).toBe(true);
+    await guest.stop();
+  });
+
+  test('userspace frozen -> guest-userspace-hung, SysRq w/t output in the report', async () => {
+    const guest = await launchGuest({ acpiTables: [tableFile], append: `quiet eve_diag.scenario=read-agent-zone ${agentLoop}` });
+    const spool = join(dir, 'spool-user');
+    const m = startMonitor(
+      await config(
+        guest,
+        spool,
+        `        - { type: sysrq, timeoutSeconds: 20, params: { keys: [w, t] } }
+        - { type: host-state, timeoutSeconds: 5 }`,
+      ),
+    );
+    await m.waitFor((l) => l.msg === 'verdict' && l['verdict'] === 'running-healthy', 60_000);
+    // Freeze every guest process but init (the agent-zone reader included); the kernel keeps beating.
+    await guest.run('kill -STOP -1');
+    const v = await m.waitFor((l) => l.msg === 'verdict' && l['verdict'] === 'guest-userspace-hung', 30_000);
+    expect(v['reason']).toMatch(/kernel alive/);
+    const done = await m.waitFor((l) => l.msg === 'diagnostics done', 60_000);
+    const bundle = String(done['report']);
+    const manifest = await readManifest(bundle, { verifyFiles: true });
+    expect(manifest.verdict).toBe('guest-userspace-hung');
+    const files = await readdir(bundle);
+    const { readFile } = await import('node:fs/promises');
+    const t = files.find((f) => f.endsWith('sysrq-t.txt'));
+    expect(t, files.join(', ')).toBeDefined();
+    expect(await readFile(join(bundle, t as string), 'utf8')).toMatch(/sysrq: Show State/);
+    child?.kill('SIGTERM');
+    expect(await m.exited).toBe(0);
+    await guest.stop();
+  });
+});
