@@ -35,4 +35,3 @@ export {
   type TimelineEntry,
   type JsonValue,
 } from './manifest.js';
-export { validateJsonSchema, type JsonSchema } from './json-schema.js';

@@ -1,6 +1,11 @@
 import type { StepStatus } from '../diagnostics/runner.js';
 import type { Artifact, Verdict } from '../types.js';
-import { validateJsonSchema, type JsonSchema } from './json-schema.js';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormatsPlugin from 'ajv-formats';
+
+type JsonSchema = { readonly [keyword: string]: unknown };
+// ajv-formats is CommonJS: its default export arrives as the module object under NodeNext.
+const addFormats = ((addFormatsPlugin as unknown as { default?: unknown }).default ?? addFormatsPlugin) as (ajv: Ajv2020) => Ajv2020;
 
 /**
  * The manifest of a report bundle (`<spool>/<id>/manifest.json`): what was found (verdict, evidence, the
@@ -185,8 +190,36 @@ export const REPORT_MANIFEST_SCHEMA = {
  * Checks `value` against the schema, then what a schema cannot say: file names unique in the bundle,
  * step indexes in order. Returns the problems found (empty: valid).
  */
+let validator: ValidateFunction | undefined;
+const MAX_SCHEMA_ERRORS = 20;
+
+/** One schema error as `/json/pointer: what is wrong`, phrased for people reading a report problem. */
+function describeSchemaError(e: ErrorObject): string {
+  const at = e.instancePath || '/';
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'const':
+      return `${at}: must be ${JSON.stringify(p['allowedValue'])}`;
+    case 'enum':
+      return `${at}: must be one of ${(p['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'required':
+      return `${at}: must have property ${JSON.stringify(p['missingProperty'])}`;
+    case 'additionalProperties':
+      return `${at}: unexpected property ${JSON.stringify(p['additionalProperty'])}`;
+    case 'format':
+      return p['format'] === 'date-time' ? `${at}: must be an RFC 3339 date-time` : `${at}: must be a ${String(p['format'])}`;
+    case 'not':
+      return `${at}: must not match ${JSON.stringify(e.schema)}`;
+    default:
+      return `${at}: ${e.message ?? 'is invalid'}`;
+  }
+}
+
 export function manifestProblems(value: unknown): string[] {
-  const problems = validateJsonSchema(REPORT_MANIFEST_SCHEMA, value);
+  validator ??= addFormats(new Ajv2020({ allErrors: true, strict: true, verbose: true })).compile(REPORT_MANIFEST_SCHEMA);
+  const problems = validator(value)
+    ? []
+    : (validator.errors ?? []).slice(0, MAX_SCHEMA_ERRORS).map(describeSchemaError);
   if (problems.length > 0) return problems;
   const manifest = value as ReportManifest;
   const files = new Set<string>();
