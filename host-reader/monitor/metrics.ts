@@ -1,17 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ProbeOutcome, Verdict } from './types.js';
+import { VERDICTS, type ProbeOutcome, type Verdict } from './types.js';
 
-export const VERDICTS: readonly Verdict[] = [
-  'running-healthy',
-  'vm-not-running',
-  'guest-panicked',
-  'guest-kernel-hung',
-  'guest-userspace-hung',
-  'app-unhealthy',
-  'guest-starved',
-  'unknown',
-];
+export { VERDICTS };
 
 /** The monitor's Prometheus metrics, on a registry of their own (no global state). */
 export class MonitorMetrics {

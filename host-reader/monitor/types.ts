@@ -89,12 +89,16 @@ export interface Collector {
   collect(target: AppTarget, opts: { timeoutMs: number; signal: AbortSignal; maxBytes: number }): Promise<CollectorResult>;
 }
 
-export type Verdict =
-  | 'running-healthy'
-  | 'vm-not-running'
-  | 'guest-panicked'
-  | 'guest-kernel-hung'
-  | 'guest-userspace-hung'
-  | 'app-unhealthy'
-  | 'guest-starved'
-  | 'unknown';
+/** Every verdict the classifier gives, in precedence order of the healthy case first. */
+export const VERDICTS = [
+  'running-healthy',
+  'vm-not-running',
+  'guest-panicked',
+  'guest-kernel-hung',
+  'guest-userspace-hung',
+  'app-unhealthy',
+  'guest-starved',
+  'unknown',
+] as const;
+
+export type Verdict = (typeof VERDICTS)[number];

@@ -1,5 +1,5 @@
 import type { StepStatus } from '../diagnostics/runner.js';
-import type { Artifact, Verdict } from '../types.js';
+import { VERDICTS, type Artifact, type Verdict } from '../types.js';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsPlugin from 'ajv-formats';
 
@@ -22,20 +22,7 @@ export const MANIFEST_FILE = 'manifest.json';
 export const SAFE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
 const SAFE_NAME = new RegExp(SAFE_NAME_PATTERN);
 
-/** Every `Verdict` (types.ts), at run time. */
-export const VERDICTS = [
-  'running-healthy',
-  'vm-not-running',
-  'guest-panicked',
-  'guest-kernel-hung',
-  'guest-userspace-hung',
-  'app-unhealthy',
-  'guest-starved',
-  'unknown',
-] as const satisfies readonly Verdict[];
-// Compile-time check that VERDICTS lists every Verdict: this fails to type-check when one is missing.
-const _allVerdicts: Exclude<Verdict, (typeof VERDICTS)[number]> extends never ? true : never = true;
-void _allVerdicts;
+export { VERDICTS };
 
 export const STEP_STATUSES = ['done', 'timeout', 'aborted', 'error', 'skipped'] as const satisfies readonly StepStatus[];
 const _allStatuses: Exclude<StepStatus, (typeof STEP_STATUSES)[number]> extends never ? true : never = true;
