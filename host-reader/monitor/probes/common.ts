@@ -130,3 +130,48 @@ export function compileRegex(field: string, source: string, flags = ''): RegExp 
 export function tail(text: string, max: number): string {
   return text.length <= max ? text : text.slice(text.length - max);
 }
+
+/**
+ * Waiters on a stream the probe reads (a console conversation, a QGA channel): `until(take)` resolves
+ * with the first value `take` returns, rejects when the stream ends (`ended()` gives the error) or the
+ * signal aborts; `wake()` re-checks every waiter after new data or the end.
+ */
+export class Waiters {
+  readonly #wakers = new Set<() => void>();
+
+  constructor(private readonly ended: () => Error | undefined) {}
+
+  until<T>(signal: AbortSignal, take: () => T | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const check = () => {
+        const v = take();
+        if (v !== undefined) {
+          done();
+          resolve(v);
+          return;
+        }
+        const end = this.ended();
+        if (end !== undefined) {
+          done();
+          reject(end);
+        }
+      };
+      const onAbort = () => {
+        done();
+        reject(signal.reason);
+      };
+      const done = () => {
+        this.#wakers.delete(check);
+        signal.removeEventListener('abort', onAbort);
+      };
+      if (signal.aborted) return reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#wakers.add(check);
+      check();
+    });
+  }
+
+  wake(): void {
+    for (const w of [...this.#wakers]) w();
+  }
+}

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
-import { compileRegex, deadline, errnoCode, errorText, failure, success, tail, unknown } from './common.js';
+import { compileRegex, deadline, errnoCode, errorText, failure, success, tail, unknown, Waiters } from './common.js';
 
 /**
  * `console-active`: type a command on the VM's console and expect its answer, the seed's "periodically
@@ -133,7 +133,7 @@ class Conversation {
   /** The command line whose echo is ignored by the next wait. */
   #echo: string | undefined;
   #closed: Error | undefined;
-  #wakers = new Set<() => void>();
+  readonly #waiters = new Waiters(() => this.#closed);
   #socket: Socket | undefined;
   #onData = (b: Buffer) => {
     this.bytes += b.length;
@@ -144,11 +144,11 @@ class Conversation {
       this.text = this.text.slice(cut);
       this.#from = Math.max(0, this.#from - cut);
     }
-    this.#wake();
+    this.#waiters.wake();
   };
   #onClose = () => {
     this.#closed = new Error('the console closed the connection');
-    this.#wake();
+    this.#waiters.wake();
   };
 
   constructor(private readonly maxChars: number) {}
@@ -172,41 +172,18 @@ class Conversation {
 
   waitFor(re: RegExp, signal: AbortSignal): Promise<string> {
     const once = new RegExp(re.source, re.flags.replace(/[gy]/g, ''));
-    return new Promise<string>((resolve, reject) => {
-      const check = () => {
-        let seen = this.text.slice(this.#from);
-        if (this.#echo !== undefined) {
-          const at = seen.indexOf(this.#echo);
-          if (at >= 0) seen = seen.slice(0, at) + seen.slice(at + this.#echo.length);
-        }
-        const m = once.exec(seen);
-        if (m !== null) {
-          done();
-          // The next wait starts after this match.
-          this.#from = this.text.length;
-          this.#echo = undefined;
-          resolve(m[0]);
-        } else if (this.#closed !== undefined) {
-          done();
-          reject(this.#closed);
-        }
-      };
-      const onAbort = () => {
-        done();
-        reject(signal.reason);
-      };
-      const done = () => {
-        this.#wakers.delete(check);
-        signal.removeEventListener('abort', onAbort);
-      };
-      if (signal.aborted) return reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#wakers.add(check);
-      check();
+    return this.#waiters.until(signal, () => {
+      let seen = this.text.slice(this.#from);
+      if (this.#echo !== undefined) {
+        const at = seen.indexOf(this.#echo);
+        if (at >= 0) seen = seen.slice(0, at) + seen.slice(at + this.#echo.length);
+      }
+      const m = once.exec(seen);
+      if (m === null) return undefined;
+      // The next wait starts after this match.
+      this.#from = this.text.length;
+      this.#echo = undefined;
+      return m[0];
     });
-  }
-
-  #wake(): void {
-    for (const w of [...this.#wakers]) w();
   }
 }

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
-import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown } from './common.js';
+import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown, Waiters } from './common.js';
 
 /**
  * `guest-ping`: qemu-guest-agent over its host chardev socket (KubeVirt's guestAgentPing, Masakari's
@@ -70,7 +70,7 @@ type Message = Record<string, unknown>;
 class QgaChannel {
   #buf = Buffer.alloc(0);
   #end: Error | undefined;
-  #wakers = new Set<() => void>();
+  readonly #waiters = new Waiters(() => this.#end);
 
   private constructor(
     private readonly socket: Socket,
@@ -79,11 +79,11 @@ class QgaChannel {
     socket.on('data', (b: Buffer) => {
       this.#buf = Buffer.concat([this.#buf, b]);
       if (this.#buf.length > maxBytes) this.#end = new Error(`more than ${maxBytes} bytes without a reply`);
-      this.#wake();
+      this.#waiters.wake();
     });
     socket.on('close', () => {
       this.#end ??= new Error('the channel closed');
-      this.#wake();
+      this.#waiters.wake();
     });
     socket.on('error', () => undefined); // 'close' follows
   }
@@ -152,33 +152,6 @@ class QgaChannel {
   }
 
   #wait<T>(signal: AbortSignal, take: () => T | undefined): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const check = () => {
-        const v = take();
-        if (v !== undefined) {
-          done();
-          resolve(v);
-        } else if (this.#end !== undefined) {
-          done();
-          reject(this.#end);
-        }
-      };
-      const onAbort = () => {
-        done();
-        reject(signal.reason);
-      };
-      const done = () => {
-        this.#wakers.delete(check);
-        signal.removeEventListener('abort', onAbort);
-      };
-      if (signal.aborted) return reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#wakers.add(check);
-      check();
-    });
-  }
-
-  #wake(): void {
-    for (const w of [...this.#wakers]) w();
+    return this.#waiters.until(signal, take);
   }
 }
