@@ -1,11 +1,13 @@
 /**
  * The test/demo guest: the host's Debian kernel plus a tiny busybox initramfs whose /init can run a few
  * failure scenarios (panic, stopped userspace, an agent reading a thermal zone) and then serves a shell
- * on ttyS0 for a host-side driver (test/helpers/guest.ts).
+ * on ttyS0 for a host-side driver (test/helpers/guest.ts). Options add the guest agent, a Node binary
+ * with its shared libraries (a ~100 MB image, cached under its own key), or any file.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { access, constants, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -27,9 +29,34 @@ export const GUEST_APPLETS: readonly string[] = [
   'chmod', 'mknod', 'stat', 'logger', 'nproc', 'tee', 'devmem', 'insmod', 'lsmod', 'modprobe', 'vi', 'less',
 ];
 
+/** Where `agent` puts the guest agent in the image (absolute paths in the guest). */
+export const GUEST_AGENT_PATH = '/usr/lib/eve-diag/eve-diag-agent.js';
+export const GUEST_SH_AGENT_PATH = '/usr/lib/eve-diag/eve-diag-agent.sh';
+
+/** A file added to the image: `path` relative to the root (`usr/lib/x/y.js`); parents are created. */
+export interface GuestFile {
+  path: string;
+  data: Buffer;
+  mode?: number;
+}
+
 export interface GuestImageOptions {
   /** Static busybox to embed; default `/bin/busybox` (Debian `busybox-static`). */
   busyboxPath?: string;
+  /**
+   * Also embed a Node binary and every shared library `ldd` lists for it, at their host paths (so
+   * the binary and its dynamic loader find them as on the host). About 100 MB: the image is cached
+   * apart from the small default one (its own key) and needs a guest with ~1 GiB of RAM.
+   * `true` means the Node running this code (`process.execPath`).
+   */
+  node?: boolean | { binary: string };
+  /**
+   * The guest agent: the Node bundle (build/agent-bundle.ts) at GUEST_AGENT_PATH and/or the POSIX-sh
+   * agent at GUEST_SH_AGENT_PATH. The bundle needs `node` too.
+   */
+  agent?: { bundle?: Buffer | string; sh?: Buffer | string };
+  /** Extra files (a crontab, /etc/passwd...). */
+  files?: readonly GuestFile[];
   /** Where to look for `vmlinuz-*`; default `/boot`. */
   bootDir?: string;
   /** Cache root; default `<repo>/.cache/guest`. */
@@ -49,7 +76,14 @@ export interface GuestImage {
 export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<GuestImage> {
   const kernel = await findKernel(opts.bootDir ?? '/boot');
   const busybox = await readStaticBusybox(opts.busyboxPath ?? '/bin/busybox');
-  const cpio = encodeCpio(guestCpioEntries(busybox, initScript()));
+  const extra: GuestFile[] = [];
+  if (opts.node !== undefined && opts.node !== false) {
+    extra.push(...(await nodeFiles(opts.node === true ? process.execPath : opts.node.binary)));
+  }
+  if (opts.agent?.bundle !== undefined) extra.push({ path: GUEST_AGENT_PATH, data: Buffer.from(opts.agent.bundle), mode: 0o755 });
+  if (opts.agent?.sh !== undefined) extra.push({ path: GUEST_SH_AGENT_PATH, data: Buffer.from(opts.agent.sh), mode: 0o755 });
+  extra.push(...(opts.files ?? []));
+  const cpio = encodeCpio(guestCpioEntries(busybox, initScript(), extra));
   const key = guestImageKey(cpio);
   const dir = join(opts.cacheDir ?? join(repoRoot(), '.cache', 'guest'), key);
   const initrd = join(dir, 'initrd.img');
@@ -72,8 +106,34 @@ export function guestImageKey(cpio: Buffer): string {
   return createHash('sha256').update(`eve-diag-guest-image/${GUEST_IMAGE_BUILDER_VERSION}\0`).update(cpio).digest('hex');
 }
 
-/** The initramfs contents, in archive order (parents before children). */
-export function guestCpioEntries(busybox: Buffer, init: string): CpioEntry[] {
+/** Directories of the base image (guestCpioEntries creates them first). */
+const BASE_DIRS = ['bin', 'dev', 'proc', 'sys', 'root', 'tmp'];
+
+/**
+ * The initramfs contents, in archive order (parents before children). `extra` files come last, each
+ * after the directories it needs; without them the archive is the default image, byte for byte.
+ */
+export function guestCpioEntries(busybox: Buffer, init: string, extra: readonly GuestFile[] = []): CpioEntry[] {
+  const dirs = new Set(BASE_DIRS);
+  const added = new Set<string>();
+  const extraEntries: CpioEntry[] = [];
+  for (const f of extra) {
+    const path = f.path.replace(/^\/+/, '');
+    if (added.has(path) || path === 'init' || path === 'bin/busybox' || path === 'dev/console' || dirs.has(path)) {
+      throw new Error(`guest image: ${path} is already in the image`);
+    }
+    if (path.startsWith('bin/') && GUEST_APPLETS.includes(path.slice(4))) throw new Error(`guest image: ${path} is a busybox applet link`);
+    added.add(path);
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (!dirs.has(dir)) {
+        dirs.add(dir);
+        extraEntries.push({ kind: 'dir', name: dir });
+      }
+    }
+    extraEntries.push({ kind: 'file', name: path, data: f.data, mode: f.mode ?? 0o644 });
+  }
   return [
     ...['bin', 'dev', 'proc', 'sys', 'root'].map((name): CpioEntry => ({ kind: 'dir', name })),
     { kind: 'dir', name: 'tmp', mode: 0o1777 },
@@ -82,7 +142,38 @@ export function guestCpioEntries(busybox: Buffer, init: string): CpioEntry[] {
     { kind: 'file', name: 'bin/busybox', data: busybox, mode: 0o755 },
     ...GUEST_APPLETS.map((a): CpioEntry => ({ kind: 'symlink', name: `bin/${a}`, target: 'busybox' })),
     { kind: 'file', name: 'init', data: Buffer.from(init), mode: 0o755 },
+    ...extraEntries,
   ];
+}
+
+/**
+ * The shared libraries in `ldd` output, as absolute paths: `libc.so.6 => /lib/.../libc.so.6 (0x..)`
+ * and the loader line `/lib64/ld-linux-x86-64.so.2 (0x..)`. The vDSO (no file) is left out; a
+ * library ldd could not find (`not found`) makes it throw (the binary would not start).
+ */
+export function parseLddOutput(text: string): string[] {
+  const out: string[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    if (/=>\s*not found/.test(line)) throw new Error(`ldd: ${line}`);
+    const m = /=>\s*(\/\S+)/.exec(line) ?? /^(\/\S+)\s+\(0x[0-9a-f]+\)$/.exec(line);
+    if (m !== null && !out.includes(m[1] as string)) out.push(m[1] as string);
+  }
+  return out;
+}
+
+/** The Node binary at /usr/bin/node... (its host path) plus its libraries at their host paths. */
+async function nodeFiles(binary: string): Promise<GuestFile[]> {
+  const real = await realpath(binary).catch((cause: unknown) => {
+    throw new Error(`cannot find the Node binary ${binary}`, { cause });
+  });
+  const ldd = await new Promise<string>((resolve, reject) =>
+    execFile('ldd', [real], (err, stdout) => (err ? reject(new Error(`ldd ${real} failed: ${err.message}`, { cause: err })) : resolve(stdout))),
+  );
+  const files: GuestFile[] = [{ path: real, data: await readFile(real), mode: 0o755 }];
+  for (const lib of parseLddOutput(ldd)) files.push({ path: lib, data: await readFile(lib), mode: 0o755 });
+  return files;
 }
 
 /**

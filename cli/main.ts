@@ -9,6 +9,7 @@ import { register as registerRead } from './read.js';
 import { register as registerWatch } from './watch.js';
 import { register as registerMonitor } from './monitor.js';
 import { register as registerDiagnose } from './diagnose.js';
+import { register as registerBake } from './bake.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
 
 export interface Io {
@@ -36,6 +37,7 @@ export function program(io: Io): Command {
   registerWatch(p, io.out);
   registerMonitor(p);
   registerDiagnose(p, io.out, io.err);
+  registerBake(p, io.out);
   for (const c of p.commands) c.exitOverride();
   return p;
 }

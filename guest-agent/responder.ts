@@ -1,0 +1,238 @@
+import { close as closeFdCb, constants, createReadStream, createWriteStream, fstatSync, open as openFd } from 'node:fs';
+import { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { errText, type Log } from './log.js';
+import type { ProcStats } from './procstat.js';
+
+/**
+ * The optional responder on a serial or virtio-serial port (`/dev/ttyS1`, `/dev/virtio-ports/NAME`):
+ * a line protocol for a host that wants a userspace round trip, not only the heartbeat.
+ *
+ *   host:  PING <n>            n: 1 to 20 digits
+ *   agent: PONG <n> uptime=<s> load=<1-min load>
+ *
+ * Lines end with LF (a CR before it is ignored). Anything else is ignored, without a reply; a line
+ * longer than MAX_LINE bytes is dropped up to its end. Nothing is queued: a reply that cannot be
+ * written at once (the port is full) is dropped.
+ */
+
+export const MAX_LINE = 128;
+
+/** Splits a byte stream into lines, holding at most `maxLine` bytes; longer lines are dropped whole. */
+export class LineSplitter {
+  #buf: Buffer[] = [];
+  #len = 0;
+  #discarding = false;
+
+  constructor(readonly maxLine = MAX_LINE) {}
+
+  push(chunk: Buffer): string[] {
+    const lines: string[] = [];
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      const end = nl < 0 ? chunk.length : nl;
+      const piece = chunk.subarray(start, end);
+      if (!this.#discarding) {
+        if (this.#len + piece.length > this.maxLine) {
+          this.#discarding = true;
+          this.#buf = [];
+          this.#len = 0;
+        } else if (piece.length > 0) {
+          // Copy: the caller may reuse its buffer.
+          this.#buf.push(Buffer.from(piece));
+          this.#len += piece.length;
+        }
+      }
+      if (nl < 0) break;
+      if (!this.#discarding) lines.push(Buffer.concat(this.#buf, this.#len).toString('latin1').replace(/\r$/, ''));
+      this.#buf = [];
+      this.#len = 0;
+      this.#discarding = false;
+      start = nl + 1;
+    }
+    return lines;
+  }
+}
+
+/** The reply to one line, or undefined when the line is not a PING. Pure. */
+export function reply(line: string, stats: Pick<ProcStats, 'uptime' | 'load'>): string | undefined {
+  const m = /^PING ([0-9]{1,20})$/.exec(line.trim());
+  if (m === null) return undefined;
+  return `PONG ${m[1]} uptime=${stats.uptime} load=${stats.load}`;
+}
+
+/**
+ * Serves the protocol over a pair of streams until `input` ends or errors. Returns a function that
+ * stops serving (it removes the listeners; the caller owns the streams).
+ */
+export function serveLines(
+  input: Readable,
+  output: Writable,
+  readStats: () => Promise<Pick<ProcStats, 'uptime' | 'load'>>,
+  onEnd: (why: string) => void = () => undefined,
+): () => void {
+  const splitter = new LineSplitter();
+  let pending = 0; // replies being prepared (stats reads); bounded below
+  let blocked = false; // the output asked us to wait for 'drain'
+  const onDrain = () => (blocked = false);
+  const onData = (chunk: Buffer | string) => {
+    const lines = splitter.push(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk);
+    for (const line of lines) {
+      if (reply(line, { uptime: '', load: '' }) === undefined || pending >= 4) continue;
+      pending++;
+      void readStats()
+        .then((stats) => {
+          const text = reply(line, stats);
+          if (text !== undefined && !blocked && output.writable) blocked = !output.write(`${text}\n`);
+        })
+        .catch(() => undefined)
+        .finally(() => pending--);
+    }
+  };
+  const onClose = () => onEnd('closed');
+  const onError = (e: Error) => onEnd(errText(e));
+  input.on('data', onData);
+  input.once('end', onClose);
+  input.once('error', onError);
+  output.on('drain', onDrain);
+  output.on('error', onError);
+  return () => {
+    input.off('data', onData);
+    input.off('end', onClose);
+    input.off('error', onError);
+    output.off('drain', onDrain);
+    output.off('error', onError);
+  };
+}
+
+export interface Port {
+  input: Readable;
+  output: Writable;
+  close(): void;
+}
+
+/**
+ * Opens a port path for the line protocol. A tty (`/dev/ttyS1`, a pty) goes to raw mode, so that
+ * the line discipline neither echoes the host's PING back nor eats control characters. A FIFO or
+ * socket is a non-blocking stream; a virtio-serial port (a plain character device) is read and
+ * written through file streams (the read holds one libuv pool thread while it waits).
+ */
+export async function openPort(path: string): Promise<Port> {
+  // A plain fd, not a FileHandle: the streams below own it (a FileHandle would close it when collected).
+  const fd = await new Promise<number>((resolve, reject) =>
+    openFd(path, constants.O_RDWR | constants.O_NOCTTY, (err, n) => (err ? reject(err) : resolve(n))),
+  );
+  const closeFd = () => closeFdCb(fd, () => undefined);
+  try {
+    // node:tty on demand: only a responder on a tty needs it.
+    const { isatty, ReadStream: TtyReadStream } = await import('node:tty');
+    if (isatty(fd)) {
+      const tty = new TtyReadStream(fd);
+      tty.setRawMode(true);
+      // A tty stream is a net.Socket over the tty handle: it writes too, and closes the fd.
+      const sock = tty as unknown as Socket;
+      return { input: tty, output: sock, close: () => sock.destroy() };
+    }
+    const st = fstatSync(fd);
+    if (st.isFIFO() || st.isSocket()) {
+      const sock = new Socket({ fd, readable: true, writable: true });
+      return { input: sock, output: sock, close: () => sock.destroy() };
+    }
+  } catch (e) {
+    closeFd();
+    throw e;
+  }
+  const input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 });
+  const output = createWriteStream('', { fd, autoClose: false, highWaterMark: 256 });
+  return {
+    input,
+    output,
+    close: () => {
+      input.destroy();
+      output.destroy();
+      closeFd();
+    },
+  };
+}
+
+export interface ResponderDeps {
+  openPort(path: string): Promise<Port>;
+  readStats(): Promise<ProcStats>;
+  log: Log;
+  /** Schedules the reopen after a failure (injected time). */
+  later(fn: () => void, ms: number): () => void;
+}
+
+/**
+ * Keeps the port open and served: a missing port or a port that closes is logged once and opened
+ * again every `retryMs`.
+ */
+export class Responder {
+  #port: Port | undefined;
+  #stopServing: (() => void) | undefined;
+  #cancelRetry: (() => void) | undefined;
+  #stopped = false;
+
+  constructor(
+    readonly path: string,
+    readonly retryMs: number,
+    private readonly deps: ResponderDeps,
+  ) {}
+
+  get open(): boolean {
+    return this.#port !== undefined;
+  }
+
+  async start(): Promise<void> {
+    this.#stopped = false;
+    await this.#open();
+  }
+
+  async #open(): Promise<void> {
+    const { log } = this.deps;
+    if (this.#stopped) return;
+    let port: Port;
+    try {
+      port = await this.deps.openPort(this.path);
+    } catch (e) {
+      log.problem('responder', `responder: cannot open ${this.path} (${errText(e)}); trying again every ${Math.round(this.retryMs / 1000)} s`);
+      this.#retry();
+      return;
+    }
+    if (this.#stopped) {
+      port.close();
+      return;
+    }
+    this.#port = port;
+    if (log.has('responder')) log.resolved('responder', `responder: serving ${this.path}`);
+    else log.info(`responder: serving ${this.path}`);
+    this.#stopServing = serveLines(port.input, port.output, this.deps.readStats, (why) => {
+      this.#closePort();
+      log.problem('responder', `responder: ${this.path} ${why}; opening it again every ${Math.round(this.retryMs / 1000)} s`);
+      this.#retry();
+    });
+  }
+
+  #retry(): void {
+    if (this.#stopped || this.#cancelRetry !== undefined) return;
+    this.#cancelRetry = this.deps.later(() => {
+      this.#cancelRetry = undefined;
+      void this.#open();
+    }, this.retryMs);
+  }
+
+  #closePort(): void {
+    this.#stopServing?.();
+    this.#stopServing = undefined;
+    this.#port?.close();
+    this.#port = undefined;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#cancelRetry?.();
+    this.#cancelRetry = undefined;
+    this.#closePort();
+  }
+}

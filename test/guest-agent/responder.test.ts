@@ -1,0 +1,186 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Log } from '../../guest-agent/log.js';
+import { LineSplitter, MAX_LINE, openPort, reply, Responder, serveLines, type Port } from '../../guest-agent/responder.js';
+import { FakeClock, settle } from './fake-clock.js';
+
+const stats = { uptime: '734.21', load: '0.08', memAvail: '1kB' };
+
+describe('LineSplitter', () => {
+  it('splits across chunks, drops CR before LF', () => {
+    const s = new LineSplitter();
+    expect(s.push(Buffer.from('PI'))).toEqual([]);
+    expect(s.push(Buffer.from('NG 1\r\nPING 2\nPI'))).toEqual(['PING 1', 'PING 2']);
+    expect(s.push(Buffer.from('NG 3\n'))).toEqual(['PING 3']);
+  });
+
+  it('drops a line longer than the bound, up to its end, and holds at most the bound', () => {
+    const s = new LineSplitter(16);
+    expect(s.push(Buffer.from('x'.repeat(10)))).toEqual([]);
+    expect(s.push(Buffer.from('x'.repeat(10)))).toEqual([]); // over 16: discarding
+    expect(s.push(Buffer.from('y'.repeat(100_000)))).toEqual([]);
+    expect(s.push(Buffer.from('tail\nPING 4\n'))).toEqual(['PING 4']);
+    expect(s.push(Buffer.from('a'.repeat(16) + '\n'))).toEqual(['a'.repeat(16)]);
+  });
+
+  it('keeps no reference to the caller’s buffer', () => {
+    const s = new LineSplitter();
+    const b = Buffer.from('PING 5');
+    s.push(b);
+    b.fill(0x41);
+    expect(s.push(Buffer.from('\n'))).toEqual(['PING 5']);
+  });
+});
+
+describe('reply', () => {
+  it.each([
+    ['PING 42', 'PONG 42 uptime=734.21 load=0.08'],
+    ['  PING 7  ', 'PONG 7 uptime=734.21 load=0.08'],
+    ['PING 18446744073709551615', 'PONG 18446744073709551615 uptime=734.21 load=0.08'],
+  ])('%j -> %j', (line, want) => expect(reply(line, stats)).toBe(want));
+
+  it.each(['PING', 'PING x', 'PING 123456789012345678901', 'ping 1', 'PONG 1', 'PING 1 2', '\u0000PING 1', ''])('ignores %j', (line) => {
+    expect(reply(line, stats)).toBeUndefined();
+  });
+});
+
+function streamPair() {
+  const input = new PassThrough();
+  const written: string[] = [];
+  const output = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      written.push(chunk.toString());
+      cb();
+    },
+  });
+  return { input, output, written };
+}
+
+describe('serveLines over a pair of streams', () => {
+  it('answers PINGs, ignores garbage and overlong lines', async () => {
+    const { input, output, written } = streamPair();
+    const stop = serveLines(input, output, async () => stats);
+    input.write('hello\nPING 1\n\x00\xff garbage\n');
+    input.write(`${'Z'.repeat(MAX_LINE + 5)}\nPING 2\r\n`);
+    input.write('PI');
+    input.write('NG 3\n');
+    await settle();
+    expect(written).toEqual(['PONG 1 uptime=734.21 load=0.08\n', 'PONG 2 uptime=734.21 load=0.08\n', 'PONG 3 uptime=734.21 load=0.08\n']);
+    stop();
+    input.write('PING 4\n');
+    await settle();
+    expect(written).toHaveLength(3);
+  });
+
+  it('reports the end of the input', async () => {
+    const { input, output } = streamPair();
+    const ends: string[] = [];
+    serveLines(input, output, async () => stats, (why) => ends.push(why));
+    input.end();
+    input.resume();
+    await settle();
+    expect(ends).toEqual(['closed']);
+  });
+
+  it('a full output drops replies instead of queueing them', async () => {
+    const input = new PassThrough();
+    let accepted = 0;
+    // A writable that never calls back: after highWaterMark bytes, write() returns false.
+    const output = new Writable({ highWaterMark: 10, write: () => void accepted++ });
+    const writeSpy: string[] = [];
+    const origWrite = output.write.bind(output);
+    output.write = ((chunk: string) => {
+      writeSpy.push(chunk);
+      return origWrite(chunk);
+    }) as typeof output.write;
+    serveLines(input, output, async () => stats);
+    for (let i = 0; i < 50; i++) input.write(`PING ${i}\n`);
+    await settle(10);
+    // The first reply fills the 10-byte buffer; everything after it is dropped until 'drain'.
+    expect(writeSpy.length).toBe(1);
+    expect(accepted).toBe(1);
+  });
+});
+
+describe('Responder (injected port and time)', () => {
+  it('a missing port: logged once, retried every period; serves once it opens; reopens after a close', async () => {
+    const clock = new FakeClock();
+    const logs: string[] = [];
+    let attempts = 0;
+    let current: (ReturnType<typeof streamPair> & Port) | undefined;
+    const r = new Responder('/dev/virtio-ports/x', 30_000, {
+      openPort: async () => {
+        attempts++;
+        if (attempts <= 2) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+        const p = streamPair();
+        current = { ...p, close: () => p.input.destroy() };
+        return current;
+      },
+      readStats: async () => stats,
+      log: new Log((l) => logs.push(l)),
+      later: (fn, ms) => {
+        const h = clock.setTimeout(fn, ms);
+        return () => clock.clearTimeout(h);
+      },
+    });
+    await r.start();
+    expect(r.open).toBe(false);
+    await clock.advance(29_000);
+    expect(attempts).toBe(1);
+    await clock.advance(1000);
+    expect(attempts).toBe(2);
+    await clock.advance(30_000);
+    expect(attempts).toBe(3);
+    expect(r.open).toBe(true);
+    expect(logs).toEqual([
+      'responder: cannot open /dev/virtio-ports/x (ENOENT); trying again every 30 s',
+      'responder: serving /dev/virtio-ports/x',
+    ]);
+    current?.input.write('PING 9\n');
+    await settle();
+    expect(current?.written).toEqual(['PONG 9 uptime=734.21 load=0.08\n']);
+
+    current?.input.end(); // the host side went away
+    current?.input.resume();
+    await settle();
+    expect(r.open).toBe(false);
+    expect(logs[2]).toBe('responder: /dev/virtio-ports/x closed; opening it again every 30 s');
+    await clock.advance(30_000);
+    expect(attempts).toBe(4);
+    expect(r.open).toBe(true);
+    r.stop();
+    expect(r.open).toBe(false);
+    expect(clock.pending).toBe(0);
+  });
+});
+
+let dir: string | undefined;
+afterEach(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+describe('openPort', () => {
+  it('opens a FIFO as a stream and serves it (a pty-free stand-in for a port)', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'eve-diag-port-'));
+    const fifo = join(dir, 'port');
+    execFileSync('mkfifo', [fifo]);
+    const port = await openPort(fifo);
+    const replies: string[] = [];
+    // Our own replies come back through the FIFO: they are not PINGs, so they are ignored.
+    const stop = serveLines(port.input, { write: (s: string) => (replies.push(s), port.output.write(s)), writable: true, on: () => undefined, off: () => undefined } as unknown as Writable, async () => stats);
+    port.output.write('PING 77\n');
+    for (let i = 0; i < 50 && replies.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(replies).toEqual(['PONG 77 uptime=734.21 load=0.08\n']);
+    stop();
+    port.close();
+  });
+
+  it('a missing path rejects with ENOENT', async () => {
+    await expect(openPort('/dev/virtio-ports/eve-diag-no-such-port')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
