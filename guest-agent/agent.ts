@@ -1,5 +1,6 @@
 import { runChecks as realRunChecks, type CheckResult, type CheckSpec } from './checks.js';
-import type { AgentConfig } from './config.js';
+import { diskPeriodMs, type AgentConfig } from './config.js';
+import { DiskWriter, randomInstance, readUptimeMs } from './disk.js';
 import { Heartbeat } from './heartbeat.js';
 import { errText, type Log } from './log.js';
 import { Marks } from './marks.js';
@@ -11,8 +12,9 @@ import { Ticker, type Clock } from './timing.js';
 import { AGENT_VERSION } from './version.js';
 
 /**
- * The agent: the duties (heartbeat, marks, responder) built from one configuration and driven by
- * tickers on an injected clock. `apply` swaps the configuration (SIGHUP) and keeps the mark sequence.
+ * The agent: the duties (heartbeat, marks, responder, heartbeat disk) built from one configuration and
+ * driven by tickers on an injected clock. `apply` swaps the configuration (SIGHUP) and keeps the mark
+ * sequence (and the heartbeat disk's seq and instance).
  * Every I/O dependency can be replaced, so tests run the whole agent against fakes.
  */
 export interface AgentDeps {
@@ -30,6 +32,8 @@ export interface AgentDeps {
 
 /** How long a missing responder port waits before it is opened again. */
 export const RESPONDER_RETRY_MS = 30_000;
+/** How long a missing or failing heartbeat disk waits before it is opened again. */
+export const DISK_RETRY_MS = 10_000;
 
 export function defaultSinks(config: AgentConfig, log: Log): LineSink[] {
   const sinks: LineSink[] = [];
@@ -46,6 +50,10 @@ export class Agent {
   #tickers: Ticker[] = [];
   #zoneReader: ZoneTempReader | undefined;
   #seq = 0;
+  #disk: DiskWriter | undefined;
+  /** The heartbeat disk's last seq and this agent's instance, kept across reloads. */
+  #diskSeq = 0n;
+  readonly #diskInstance = randomInstance();
 
   constructor(private readonly deps: AgentDeps) {}
 
@@ -60,6 +68,9 @@ export class Agent {
   }
   get responder(): Responder | undefined {
     return this.#responder;
+  }
+  get disk(): DiskWriter | undefined {
+    return this.#disk;
   }
 
   /** Builds the duties for `config` (replacing any running ones) and starts them. */
@@ -117,6 +128,15 @@ export class Agent {
       });
       void this.#responder.start();
     }
+    if (config.disk !== null) {
+      const periodMs = diskPeriodMs(config);
+      const disk = new DiskWriter(
+        { path: config.disk.path, slots: config.disk.slots, periodMs, retryMs: DISK_RETRY_MS, instance: this.#diskInstance, lastSeq: this.#diskSeq },
+        { log, uptimeMs: () => readUptimeMs(config.root) },
+      );
+      this.#disk = disk;
+      this.#tickers.push(new Ticker(clock, periodMs, (now) => disk.step(now), (e) => log.problem('disk:bug', `disk heartbeat: ${errText(e)}`)));
+    }
     for (const t of this.#tickers) t.start();
   }
 
@@ -147,6 +167,9 @@ export class Agent {
     this.#tickers = [];
     this.#responder?.stop();
     this.#responder = undefined;
+    if (this.#disk !== undefined) this.#diskSeq = this.#disk.seq;
+    this.#disk?.close();
+    this.#disk = undefined;
     this.#zoneReader?.close();
     this.#zoneReader = undefined;
     this.#heartbeat = undefined;
@@ -164,5 +187,6 @@ export function describeDuties(c: AgentConfig, source: string): string {
   ];
   if (c.checks.length > 0) parts.push(`checks ${c.checks.map((k) => k.name).join(', ')}`);
   if (c.responder !== null) parts.push(`responder on ${c.responder}`);
+  if (c.disk !== null) parts.push(`heartbeat disk ${c.disk.path} every ${diskPeriodMs(c) / 1000} s (${c.disk.slots} slots)`);
   return `${parts.join('; ')} (config: ${source})`;
 }

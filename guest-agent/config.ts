@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX } from '../host-reader/monitor/probes/disk-format.js';
 import type { CheckSpec } from './checks.js';
 import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from './sysfs.js';
 
@@ -16,6 +17,8 @@ import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from './sysfs.js';
  *     "syslog": true,            // marks to syslog (logger, else /dev/kmsg)
  *     "console": "/dev/console", // marks to this tty or file; null or "none" = not at all
  *     "responder": null,         // serial port for PING/PONG, e.g. "/dev/virtio-ports/org.lfedge.eve.diag.0"
+ *     "disk": null,              // heartbeat disk, e.g. {"path": "/dev/vdb", "slots": 8, "periodSeconds": 1}
+ *                                // (slots default 8, period default the heartbeat period); "/dev/vdb" = {"path": ...}
  *     "checks": [                // run before each mark; at most 16
  *       { "name": "web", "http": "http://127.0.0.1:8080/health", "timeout": 2 },
  *       { "name": "db", "tcp": "127.0.0.1:5432" },
@@ -42,6 +45,17 @@ export interface AgentConfig {
   /** Root of the /sys and /proc trees read (`/`; a fake tree in tests). */
   root: string;
   checks: CheckSpec[];
+  /** The heartbeat disk the agent writes records to, or null. */
+  disk: DiskConfig | null;
+}
+
+export interface DiskConfig {
+  /** Raw block device (or file) holding the ring. */
+  path: string;
+  /** Ring size in 512-byte sectors, 1..4096. */
+  slots: number;
+  /** Write period; undefined: the heartbeat period (1 s when the heartbeat is off). */
+  periodMs?: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<AgentConfig> = Object.freeze({
@@ -54,6 +68,7 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = Object.freeze({
   responder: null,
   root: '/',
   checks: [],
+  disk: null,
 });
 
 export const MAX_CHECKS = 16;
@@ -74,8 +89,8 @@ export class ConfigError extends Error {
 }
 
 /** The keys of agent.json, which are also what the flags set. */
-export type FileKey = 'zone' | 'period' | 'zoneRetry' | 'markPeriod' | 'syslog' | 'console' | 'responder' | 'root' | 'checks';
-const FILE_KEYS: readonly FileKey[] = ['zone', 'period', 'zoneRetry', 'markPeriod', 'syslog', 'console', 'responder', 'root', 'checks'];
+export type FileKey = 'zone' | 'period' | 'zoneRetry' | 'markPeriod' | 'syslog' | 'console' | 'responder' | 'root' | 'checks' | 'disk';
+const FILE_KEYS: readonly FileKey[] = ['zone', 'period', 'zoneRetry', 'markPeriod', 'syslog', 'console', 'responder', 'root', 'checks', 'disk'];
 
 type Raw = Partial<Record<FileKey, unknown>>;
 
@@ -141,6 +156,30 @@ function checkSpec(field: string, v: unknown, names: Set<string>): CheckSpec {
   }
 }
 
+/** The heartbeat disk's period: its own, else the heartbeat period, else (heartbeat off) 1 s. */
+export function diskPeriodMs(c: Pick<AgentConfig, 'disk' | 'periodMs'>): number {
+  return c.disk?.periodMs ?? (c.periodMs > 0 ? c.periodMs : DEFAULT_CONFIG.periodMs);
+}
+
+/** `disk`: an object, a path (the device with the default ring), or null / "none" for off. */
+function diskValue(field: string, v: unknown): DiskConfig | null {
+  if (v === null || v === false || v === 'none') return null;
+  if (typeof v === 'string') return { path: pathValue(field, v, true) as string, slots: DISK_SLOTS_DEFAULT };
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(field, v, 'an object like {"path": "/dev/vdb"}, a path, or null / "none" for off');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!['path', 'slots', 'periodSeconds'].includes(k)) throw new ConfigError(`${field}.${k}`, undefined, 'unknown key (expected path, slots, periodSeconds)');
+  }
+  const path = pathValue(`${field}.path`, o.path, false) as string;
+  const slots = o.slots ?? DISK_SLOTS_DEFAULT;
+  if (typeof slots !== 'number' || !Number.isInteger(slots) || slots < 1 || slots > DISK_SLOTS_MAX) {
+    throw new ConfigError(`${field}.slots`, slots, `an integer between 1 and ${DISK_SLOTS_MAX}`);
+  }
+  const d: DiskConfig = { path, slots };
+  if (o.periodSeconds !== undefined) d.periodMs = seconds(`${field}.periodSeconds`, o.periodSeconds, 0.1, 3600, false);
+  return d;
+}
+
 /**
  * Validates the values of one source. `nameOf` gives the field name errors use (`period` in the file,
  * `--period` on the command line).
@@ -179,6 +218,9 @@ export function validateValues(raw: Raw, nameOf: (k: FileKey) => string): Partia
         break;
       case 'root':
         out.root = pathValue(field, v, false) as string;
+        break;
+      case 'disk':
+        out.disk = diskValue(field, v);
         break;
       case 'checks': {
         if (!Array.isArray(v)) throw new ConfigError(field, v, 'an array of checks');
@@ -221,6 +263,7 @@ const VALUE_FLAGS: Record<string, FileKey | 'config'> = {
   '--console': 'console',
   '--responder': 'responder',
   '--root': 'root',
+  '--disk': 'disk',
 };
 const FLAG_OF: Partial<Record<FileKey, string>> = Object.fromEntries(
   Object.entries(VALUE_FLAGS).map(([flag, key]) => [key, flag]),
@@ -240,6 +283,7 @@ a mark line to syslog and the console every mark period, optionally answers PING
   --syslog, --no-syslog  marks to syslog: logger, else /dev/kmsg (default on)
   --console PATH|none  marks to this console (default /dev/console)
   --responder PATH|none  answer "PING n" with "PONG n uptime=... load=..." on this port
+  --disk PATH|none     write a heartbeat record to this raw disk every heartbeat period (8 slots)
   --root DIR           read /sys and /proc under DIR (tests)
   --once               write one mark and exit
   --print-config       print the resolved configuration as JSON and exit
@@ -347,6 +391,7 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     console: c.console,
     responder: c.responder,
     root: c.root,
+    disk: c.disk === null ? null : { path: c.disk.path, slots: c.disk.slots, ...(c.disk.periodMs !== undefined ? { periodSeconds: c.disk.periodMs / 1000 } : {}) },
     checks: c.checks.map((k) => {
       const timeout = k.timeoutMs / 1000;
       switch (k.kind) {

@@ -83,7 +83,7 @@ describe('validateFile', () => {
 
   it.each([
     [[], 'f: must hold one JSON object'],
-    [{ perod: 1 }, 'f: perod: unknown key (expected one of zone, period, zoneRetry, markPeriod, syslog, console, responder, root, checks)'],
+    [{ perod: 1 }, 'f: perod: unknown key (expected one of zone, period, zoneRetry, markPeriod, syslog, console, responder, root, checks, disk)'],
     [{ period: '1' }, 'f: period: seconds between 0.1 and 3600, or 0 for off (got "1")'],
     [{ syslog: 'yes' }, 'f: syslog: true or false (got "yes")'],
     [{ console: 3 }, 'f: console: an absolute path, or null / "none" for off (got 3)'],
