@@ -24,6 +24,15 @@ export interface QmpLinksOptions {
   connectTimeoutMs?: number;
   /** Disconnect after this much time without a `client()` call. Default: hold the connection. */
   holdMs?: number;
+  /**
+   * After a failed connect, callers get that failure at once until this much time has passed; it
+   * doubles with each further failure up to `maxBackoffMs` and resets on success. Default 500.
+   */
+  backoffMs?: number;
+  /** Default 30000. */
+  maxBackoffMs?: number;
+  /** Monotonic ms (tests inject one). */
+  now?: () => number;
 }
 
 /** Called with each new connection; may return a cleanup run when the connection ends or the hook is removed. */
@@ -38,10 +47,13 @@ export class QmpLink {
   #closed = false;
   /** Why the last connect failed, for evidence. */
   lastError: Error | undefined;
+  /** Consecutive failed connects, and when the next attempt may start (the backoff). */
+  #failures = 0;
+  #retryAt = 0;
 
   constructor(
     readonly path: string,
-    private readonly options: Required<Pick<QmpLinksOptions, 'connect' | 'connectTimeoutMs'>> & { holdMs?: number },
+    private readonly options: Required<Pick<QmpLinksOptions, 'connect' | 'connectTimeoutMs'>> & Omit<QmpLinksOptions, 'connect' | 'connectTimeoutMs'>,
   ) {}
 
   /** Increases with every new connection: a holder of derived state rebuilds it when this changes. */
@@ -64,6 +76,8 @@ export class QmpLink {
     this.#touch();
     const live = this.current;
     if (live !== undefined) return live;
+    // QEMU went away (or is restarting): do not hammer its socket; fail fast until the backoff ends.
+    if (this.#connecting === undefined && this.lastError !== undefined && this.#now() < this.#retryAt) throw this.lastError;
     this.#connecting ??= this.#connect().finally(() => {
       this.#connecting = undefined;
     });
@@ -112,6 +126,9 @@ export class QmpLink {
       client = await this.options.connect(this.path, { timeoutMs: this.options.connectTimeoutMs });
     } catch (e) {
       this.lastError = e as Error;
+      const base = this.options.backoffMs ?? 500;
+      this.#retryAt = this.#now() + Math.min(this.options.maxBackoffMs ?? 30_000, base * 2 ** Math.min(this.#failures, 16));
+      this.#failures++;
       throw e;
     }
     if (this.#closed) {
@@ -119,6 +136,7 @@ export class QmpLink {
       throw new Error(`QmpLink ${this.path}: closed`);
     }
     this.lastError = undefined;
+    this.#failures = 0;
     this.#client = client;
     const generation = ++this.#generation;
     for (const hook of this.#hooks.keys()) this.#hooks.set(hook, runHook(hook, client, generation));
@@ -129,6 +147,10 @@ export class QmpLink {
       }
     });
     return client;
+  }
+
+  #now(): number {
+    return (this.options.now ?? (() => performance.now()))();
   }
 
   #endHooks(): void {
@@ -158,7 +180,7 @@ function runHook(hook: ConnectHook, client: QmpClient, generation: number): (() 
 /** The registry: one link per QMP socket path, shared by every probe that names that path. */
 export class QmpLinks {
   readonly #links = new Map<string, { link: QmpLink; refs: number }>();
-  readonly #options: Required<Pick<QmpLinksOptions, 'connect' | 'connectTimeoutMs'>> & { holdMs?: number };
+  readonly #options: Required<Pick<QmpLinksOptions, 'connect' | 'connectTimeoutMs'>> & Omit<QmpLinksOptions, 'connect' | 'connectTimeoutMs'>;
 
   constructor(options: QmpLinksOptions = {}) {
     const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
@@ -168,6 +190,9 @@ export class QmpLinks {
       connect: options.connect ?? ((path, o) => QmpClient.connect({ path }, { timeoutMs: o.timeoutMs })),
       connectTimeoutMs,
       ...(options.holdMs !== undefined ? { holdMs: options.holdMs } : {}),
+      ...(options.backoffMs !== undefined ? { backoffMs: options.backoffMs } : {}),
+      ...(options.maxBackoffMs !== undefined ? { maxBackoffMs: options.maxBackoffMs } : {}),
+      ...(options.now !== undefined ? { now: options.now } : {}),
     };
   }
 
