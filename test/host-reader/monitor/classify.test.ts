@@ -86,6 +86,7 @@ describe('classify: precedence', () => {
     ['the newest run state wins: paused after running', [kernel('unknown', 'paused'), { ...RUNNING, last: { ...RUNNING.last!, at: 50 } }], undefined, 'vm-not-running'],
     ['starved beats kernel-hung', [RUNNING, kernel('failure', 'stalled', { jitter: jitter(4000, 800) })], PRESSURE, 'guest-starved'],
     ['pressure without jitter is still a kernel hang', [RUNNING, kernel('failure', 'stalled')], PRESSURE, 'guest-kernel-hung'],
+    ['spread from short extra beats (boot-time 4 ms intervals) under pressure is not starvation', [RUNNING, kernel('failure', 'stalled', { jitter: { count: 16, meanMs: 890, stddevMs: 350, minMs: 4, maxMs: 1024, p95Ms: 1024, resolutionMs: 4 } })], PRESSURE, 'guest-kernel-hung'],
     ['jitter without pressure is a kernel hang', [RUNNING, kernel('failure', 'stalled', { jitter: jitter(4000, 800) })], { cpuSomeAvg10: 5, vcpuWaitRatio: 0.1 }, 'guest-kernel-hung'],
     ['kernel hung beats userspace and app failures', [RUNNING, kernel('failure', 'stalled'), o('agent-heartbeat', 'failure'), o('http', 'failure')], undefined, 'guest-kernel-hung'],
     ['userspace hung beats app failures', [RUNNING, kernel('success', 'alive'), o('agent-heartbeat', 'failure'), o('http', 'failure')], undefined, 'guest-userspace-hung'],
