@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Runs a benchmark: bench/ is not part of the build (tsconfig.build.json), so bundle it with esbuild
-# (a devDependency) into .cache/bench and run that with node. Usage: bash bench/run.sh [--help | options]
+# (a devDependency) into .cache/bench and run that with node.
+# Usage: bash bench/run.sh [--help | options]            bench/poll.ts (memory-access paths)
+#        bash bench/run.sh detection [--help | options]  bench/detection.ts (monitor detection latency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=poll
+if [[ "${1:-}" == detection ]]; then bench=detection; shift; fi
 mkdir -p .cache/bench
-npx esbuild bench/poll.ts --bundle --platform=node --format=esm --packages=external \
-  --outfile=.cache/bench/poll.mjs --log-level=warning
-exec node .cache/bench/poll.mjs "$@"
+npx esbuild "bench/$bench.ts" --bundle --platform=node --format=esm --packages=external \
+  --outfile=".cache/bench/$bench.mjs" --log-level=warning
+exec node ".cache/bench/$bench.mjs" "$@"
