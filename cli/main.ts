@@ -37,7 +37,7 @@ export function program(io: Io): Command {
   registerWatch(p, io.out);
   registerMonitor(p);
   registerDiagnose(p, io.out, io.err);
-  registerBake(p, io.out);
+  registerBake(p, io.out, io.err);
   for (const c of p.commands) c.exitOverride();
   return p;
 }
