@@ -10,12 +10,13 @@
  * PR_SET_PDEATHSIG so it dies with a killed benchmark.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../build/guest-image.js';
 import { qemuArgv, qemuOptValue } from '../host-reader/qemu-args/index.js';
+import { findOnPath } from '../build/which.js';
 
 export interface BenchGuestOptions {
   /** The ACPI table file (`-acpitable`). */
@@ -164,16 +165,3 @@ export class LogTail {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function findOnPath(name: string): string | undefined {
-  for (const d of (process.env.PATH ?? '').split(delimiter)) {
-    if (d === '') continue;
-    const p = join(d, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}

@@ -17,6 +17,7 @@ import { qemuArgv, renderShell } from '../host-reader/qemu-args/index.js';
 import { openSession, type Session } from '../host-reader/session.js';
 import type { Poll } from '../host-reader/reader.js';
 import { buildGuestImage, GUEST_READY_LINE } from './guest-image.js';
+import { findOnPath } from './which.js';
 
 const PACKAGES = ['qemu-system-x86', 'seabios', 'linux-image-amd64', 'busybox-static'];
 const PERIOD_MS = 1000;
@@ -28,8 +29,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function missingPackages(): string[] {
   const missing: string[] = [];
-  const onPath = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-  if (!onPath('qemu-system-x86_64')) missing.push('qemu-system-x86');
+  if (!findOnPath('qemu-system-x86_64')) missing.push('qemu-system-x86');
   if (!existsSync('/usr/share/seabios/bios-256k.bin') && !existsSync('/usr/share/qemu/bios-256k.bin')) missing.push('seabios');
   const kernels = existsSync('/boot') ? readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')) : [];
   if (kernels.length === 0) missing.push('linux-image-amd64');

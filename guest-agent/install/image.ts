@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { access, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { INSTALL_PATHS, setCronJob, setExecStart, type InstallAssets } from './assets.js';
 import { cronSchedule } from './cloud-init.js';
 import { DEFAULT_AGENT_ZONE } from '../sysfs.js';
+import { findOnPath } from '../../build/which.js';
 
 /**
  * `eve-diag bake image`: writes the guest agent and its service into an existing disk image, offline,
@@ -420,19 +421,6 @@ export function parseQemuImgInfo(json: string): { format: string; virtualSize: n
 
 // ---- running the tools ---------------------------------------------------------------------------
 
-export function findOnPath(name: string, pathVar: string | undefined): string | undefined {
-  for (const d of (pathVar ?? '').split(':')) {
-    if (d === '') continue;
-    const p = join(d, name);
-    try {
-      accessSync(p, fsConstants.X_OK);
-      if (statSync(p).isFile()) return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /** The last `lines` lines of a tool's stderr, for error messages. */
 export function tail(text: string, lines = 12): string {

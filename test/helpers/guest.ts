@@ -6,12 +6,14 @@
  * and (when util-linux `setpriv` is present) PR_SET_PDEATHSIG so QEMU dies with a killed test worker.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../../build/guest-image.js';
+import { findOnPath } from '../../build/which.js';
+import { qemuOptValue } from '../../host-reader/qemu-args/index.js';
 
 export interface LaunchOptions {
   machine?: 'q35' | 'pc';
@@ -90,17 +92,17 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
     ...['-accel', 'tcg', '-M', opts.machine ?? 'q35', '-m', String(opts.memoryMiB ?? 512), '-smp', '1'],
     ...['-display', 'none', '-no-user-config', '-nodefaults'],
     ...['-kernel', image.kernel, '-initrd', image.initrd, '-append', `console=ttyS0 ${opts.append ?? ''}`.trim()],
-    ...['-qmp', `unix:${optValue(paths.qmpPath)},server=on,wait=off`],
+    ...['-qmp', `unix:${qemuOptValue(paths.qmpPath)},server=on,wait=off`],
     '-chardev',
-    `socket,id=cons,path=${optValue(paths.consolePath)},server=on,wait=off,logfile=${optValue(paths.consoleLogPath)},mux=on`,
+    `socket,id=cons,path=${qemuOptValue(paths.consolePath)},server=on,wait=off,logfile=${qemuOptValue(paths.consoleLogPath)},mux=on`,
     ...['-serial', 'chardev:cons'],
     ...(opts.reboot === true ? [] : ['-no-reboot']),
-    ...(opts.name === undefined ? [] : ['-name', `guest=${optValue(opts.name)}`]),
-    ...(opts.acpiTables ?? []).flatMap((t) => ['-acpitable', `file=${optValue(t)}`]),
+    ...(opts.name === undefined ? [] : ['-name', `guest=${qemuOptValue(opts.name)}`]),
+    ...(opts.acpiTables ?? []).flatMap((t) => ['-acpitable', `file=${qemuOptValue(t)}`]),
     ...(firmware === 'ovmf'
       ? [
-          ...['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${optValue(OVMF_CODE)}`],
-          ...['-drive', `if=pflash,format=raw,unit=1,file=${optValue(ovmfVars)}`],
+          ...['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${qemuOptValue(OVMF_CODE)}`],
+          ...['-drive', `if=pflash,format=raw,unit=1,file=${qemuOptValue(ovmfVars)}`],
         ]
       : []),
     ...(opts.extraArgs ?? []),
@@ -311,20 +313,4 @@ export function removeInjectedPrintk(text: string): string {
 }
 
 /** Escapes a value inside a QEMU `key=value,...` option: a comma is written twice. */
-function optValue(v: string): string {
-  return v.replaceAll(',', ',,');
-}
 
-function findOnPath(name: string): string | undefined {
-  for (const d of (process.env.PATH ?? '').split(delimiter)) {
-    if (d === '') continue;
-    const p = join(d, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
