@@ -10,11 +10,11 @@
  * that first gets `require` from `import("node:module")` (dynamic import works in both module kinds).
  */
 import { build } from 'esbuild';
-import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AGENT_VERSION } from '../guest-agent/version.js';
+import { repoRoot } from './repo-root.js';
 
 export const AGENT_BUNDLE_NAME = 'eve-diag-agent.js';
 /** The agent's size budget (the issue's limit). */
@@ -75,16 +75,6 @@ export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<Agen
   return { outfile, bytes, code };
 }
 
-/** The directory holding package.json, found upward from this module (works from build/ and dist/build/). */
-export function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-  return dir;
-}
 
 // Run as a script, not imported. The name check keeps this module inert when esbuild bundles it into
 // another entry (a benchmark), where import.meta.url is that entry's.

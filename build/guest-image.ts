@@ -9,10 +9,10 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { access, constants, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { encodeCpio, type CpioEntry } from './cpio.js';
+import { repoRoot } from './repo-root.js';
 
 /** Bump when the image layout or compression changes in a way the cpio bytes alone would not show. */
 export const GUEST_IMAGE_BUILDER_VERSION = 1;
@@ -352,13 +352,3 @@ export function hasElfInterpreter(elf: Buffer): boolean {
   return false;
 }
 
-/** The directory holding package.json, found upward from this module (works from build/ and dist/build/). */
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-  return dir;
-}

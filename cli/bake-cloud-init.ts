@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { INSTALL_PATHS, readInstallAssets, repoRoot } from '../guest-agent/install/assets.js';
+import { INSTALL_PATHS, readInstallAssets } from '../guest-agent/install/assets.js';
+import { repoRoot } from '../build/repo-root.js';
 import { BUNDLE_ENCODINGS, cloudInitUserData, cronSchedule, type BundleEncoding } from '../guest-agent/install/cloud-init.js';
 import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../guest-agent/sysfs.js';
 import { UsageError } from './usage-error.js';

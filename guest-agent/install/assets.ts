@@ -1,7 +1,6 @@
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { repoRoot } from '../../build/repo-root.js';
 
 /**
  * The install assets in this directory (systemd units, cron line, sysctl drop-in, init scripts, the
@@ -42,16 +41,6 @@ const FILES: Record<keyof InstallAssets, string> = {
   config: 'agent.json',
 };
 
-/** The directory holding package.json, found upward from this module (source tree or dist/). */
-export function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-  return dir;
-}
 
 export function installDir(): string {
   return join(repoRoot(), 'guest-agent', 'install');
