@@ -48,9 +48,21 @@ export const Off = {
   ring: 64,
 } as const;
 
-/** Temperatures in tenths of a Kelvin: _TMP always returns TMP_DK; the only trip is _HOT at HOT_DK (DESIGN fact 3). */
+/**
+ * Temperatures in tenths of a Kelvin: _TMP always returns TMP_DK; the only trip is _HOT at HOT_DK (DESIGN fact 3).
+ *
+ * Kernels since 6.6 (drivers/acpi/thermal_lib.c, `TEMP_MIN_DECIK`/`TEMP_MAX_DECIK`) treat a trip temperature
+ * outside TRIP_MIN_DK..TRIP_MAX_DK (inclusive; -55..175 C, "full military grade") as bogus firmware data: a
+ * zone whose only trip is out of range logs `[Firmware Bug]: No valid trip points!` and is never polled, so
+ * there is no kernel heartbeat. Our former _HOT of 4732 dK (200 C) was exactly that on Debian's 6.12
+ * (issue 8). 100 C sits in the middle of the range, 75 K from either bound and 75 K above the constant
+ * _TMP, and is an ordinary _HOT for real hardware, so a future kernel that narrows the range still takes it.
+ */
 export const TMP_DK = 2982; // 25.0 C
-export const HOT_DK = 4732; // 200.0 C
+export const HOT_DK = 3732; // 100.0 C
+/** The trip temperatures every kernel accepts (thermal_lib.c), in dK. */
+export const TRIP_MIN_DK = 2180;
+export const TRIP_MAX_DK = 4480;
 
 export const RING_MIN = 4; // below 3 DWORDs a field reads back as an Integer, not a Buffer
 export const RING_MAX = 256;

@@ -108,7 +108,7 @@ describe(`iasl cross-check`, () => {
               aml.return(aml.add(L(0), L(1))),
             ]),
           ]),
-          aml.thermalZone('TZ00', [aml.name('_HOT', 4732), aml.method('_TMP', {}, [aml.return(2982)])]),
+          aml.thermalZone('TZ00', [aml.name('_HOT', 3732), aml.method('_TMP', {}, [aml.return(2982)])]),
         ]),
         aml.scope('\\_SB.DEV0', [aml.method('M001', { args: 0 }, [aml.return(aml.call('^^DEV0.M000', 1, 2))])]),
       ],

@@ -201,7 +201,7 @@ describe('round trip of every term kind', () => {
     [
       'Scope, Device, ThermalZone, nested',
       [
-        aml.scope('\\_TZ', [aml.thermalZone('TZ0', [aml.name('_HOT', 4732)]), aml.thermalZone('\\_TZ.TZ1', [])]),
+        aml.scope('\\_TZ', [aml.thermalZone('TZ0', [aml.name('_HOT', 3732)]), aml.thermalZone('\\_TZ.TZ1', [])]),
         aml.scope('\\', [aml.device('DEV0', [aml.device('DEV1', [aml.name('_ADR', 0)])])]),
         aml.device('\\_SB.DEV2', []),
         aml.scope('DEV0.DEV1', [aml.name('X', 1)]),
