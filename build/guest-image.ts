@@ -8,10 +8,11 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { access, constants, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { encodeCpio, type CpioEntry } from './cpio.js';
+import { hostKernel, type GuestKernel } from './kernels.js';
 import { repoRoot } from './repo-root.js';
 
 /** Bump when the image layout or compression changes in a way the cpio bytes alone would not show. */
@@ -65,26 +66,31 @@ export interface GuestImageOptions {
    * `.ko.zst` with the xz / zstd command); a built-in one is skipped.
    */
   modules?: readonly string[];
-  /** Where the kernel's modules are; default `/lib/modules/<version of the kernel>`. */
-  modulesDir?: string;
-  /** Where to look for `vmlinuz-*`; default `/boot`. */
+  /** The kernel to boot and take modules from (build/kernels.ts); default the newest in `bootDir`. */
+  kernel?: GuestKernel;
+  /** Where to look for `vmlinuz-*` when no `kernel` is given; default `/boot` (modules in /lib/modules). */
   bootDir?: string;
+  /** Where the kernel's modules are; default the kernel's own `modulesDir`. */
+  modulesDir?: string;
   /** Cache root; default `<repo>/.cache/guest`. */
   cacheDir?: string;
 }
 
 export interface GuestImage {
+  /** The bzImage to boot (`-kernel`). */
   kernel: string;
+  /** Its `uname -r`. */
+  release: string;
   initrd: string;
   key: string;
 }
 
 /**
- * Builds (or reuses from the cache) the gzip-compressed initramfs and picks the newest host kernel.
- * Throws with the Debian package to install when busybox-static or a kernel is missing.
+ * Builds (or reuses from the cache) the gzip-compressed initramfs for `opts.kernel` (default: the newest
+ * host kernel). Throws with the Debian package to install when busybox-static or a kernel is missing.
  */
 export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<GuestImage> {
-  const kernel = await findKernel(opts.bootDir ?? '/boot');
+  const kernel = opts.kernel ?? (await hostKernel(opts.bootDir ?? '/boot'));
   const busybox = await readStaticBusybox(opts.busyboxPath ?? '/bin/busybox');
   const extra: GuestFile[] = [];
   if (opts.node !== undefined && opts.node !== false) {
@@ -95,8 +101,7 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   extra.push(...(opts.files ?? []));
   let modulePaths: string[] = [];
   if (opts.modules !== undefined && opts.modules.length > 0) {
-    const version = basename(kernel).replace(/^vmlinuz-/, '');
-    const mods = await kernelModuleFiles(opts.modulesDir ?? join('/lib/modules', version), version, opts.modules);
+    const mods = await kernelModuleFiles(opts.modulesDir ?? kernel.modulesDir, kernel.release, opts.modules);
     extra.push(...mods);
     modulePaths = mods.map((m) => `/${m.path}`);
   }
@@ -115,7 +120,7 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
       await rm(tmp, { force: true });
     }
   }
-  return { kernel, initrd, key };
+  return { kernel: kernel.vmlinuz, release: kernel.release, initrd, key };
 }
 
 /** Cache key: sha256 over the builder version and the uncompressed archive (busybox, /init, links...). */
@@ -302,22 +307,6 @@ function decompressWith(tool: 'xz' | 'zstd', file: string): Promise<Buffer> {
       err ? reject(new Error(`${tool} -dc ${file} failed (busybox insmod needs plain .ko; apt-get install ${tool === 'xz' ? 'xz-utils' : 'zstd'}): ${err.message}`, { cause: err })) : resolve(stdout),
     ),
   );
-}
-
-/** The newest `vmlinuz-*` in `bootDir`, by version order. */
-export async function findKernel(bootDir: string): Promise<string> {
-  const names = (await readdir(bootDir).catch(() => [] as string[])).filter((n) => n.startsWith('vmlinuz-'));
-  names.sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
-  const newest = names.at(-1);
-  if (newest === undefined) {
-    throw new Error(`no kernel ${bootDir}/vmlinuz-* to boot the test guest: apt-get install linux-image-amd64`);
-  }
-  const kernel = join(bootDir, newest);
-  // Some distributions install the kernel 0600 root.
-  await access(kernel, constants.R_OK).catch((cause: unknown) => {
-    throw new Error(`kernel ${kernel} is not readable by this user`, { cause });
-  });
-  return kernel;
 }
 
 async function readStaticBusybox(path: string): Promise<Buffer> {

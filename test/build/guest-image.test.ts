@@ -7,7 +7,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeCpio } from '../../build/cpio.js';
 import {
   buildGuestImage,
-  findKernel,
   GUEST_READY_LINE,
   guestCpioEntries,
   guestImageKey,
@@ -94,19 +93,6 @@ describe('hasElfInterpreter', () => {
   });
 });
 
-describe('findKernel', () => {
-  it('picks the newest version, not the last in plain string order', async () => {
-    const d = tempDir();
-    for (const v of ['6.1.0-9-amd64', '6.1.0-10-amd64', '5.10.0-30-amd64']) writeFileSync(join(d, `vmlinuz-${v}`), '');
-    writeFileSync(join(d, 'config-6.1.0-99-amd64'), '');
-    await expect(findKernel(d)).resolves.toBe(join(d, 'vmlinuz-6.1.0-10-amd64'));
-  });
-
-  it('names the Debian package when there is no kernel', async () => {
-    await expect(findKernel(tempDir())).rejects.toThrow(/apt-get install linux-image-amd64/);
-  });
-});
-
 describe('buildGuestImage', () => {
   it('refuses a dynamically linked busybox, naming busybox-static', async () => {
     const cacheDir = tempDir();
@@ -124,6 +110,7 @@ describe('buildGuestImage', () => {
     const cacheDir = tempDir();
     const first = await buildGuestImage({ bootDir, cacheDir });
     expect(first.kernel).toBe(join(bootDir, 'vmlinuz-6.1.0-1-amd64'));
+    expect(first.release).toBe('6.1.0-1-amd64');
     expect(first.initrd).toBe(join(cacheDir, first.key, 'initrd.img'));
     const mtime = statSync(first.initrd).mtimeMs;
     const second = await buildGuestImage({ bootDir, cacheDir });

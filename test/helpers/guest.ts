@@ -12,10 +12,13 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../../build/guest-image.js';
+import type { GuestKernel } from '../../build/kernels.js';
 import { findOnPath } from '../../build/which.js';
 import { qemuOptValue } from '../../host-reader/qemu-args/index.js';
 
 export interface LaunchOptions {
+  /** The guest kernel (build/kernels.ts: `guestKernel('debian-6.12')`); default the newest host kernel. */
+  kernel?: GuestKernel;
   machine?: 'q35' | 'pc';
   firmware?: 'seabios' | 'ovmf';
   memoryMiB?: number;
@@ -33,6 +36,8 @@ export interface LaunchOptions {
 
 export interface Guest {
   readonly pid: number;
+  /** `uname -r` of the kernel it booted. */
+  readonly kernelRelease: string;
   /** Private 0700 directory holding the sockets, the console log and the OVMF variable store. */
   readonly dir: string;
   readonly qmpPath: string;
@@ -80,7 +85,7 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   if (firmware === 'ovmf' && !(existsSync(OVMF_CODE) && existsSync(OVMF_VARS))) {
     throw new Error(`${OVMF_CODE} or ${OVMF_VARS} missing: apt-get install ovmf`);
   }
-  const image = await buildGuestImage();
+  const image = await buildGuestImage(opts.kernel === undefined ? {} : { kernel: opts.kernel });
   const dir = await mkdtemp(join(tmpdir(), 'eve-diag-guest-')); // mkdtemp(3) creates it 0700
   const paths = {
     qmpPath: join(dir, 'qmp.sock'),
@@ -121,7 +126,7 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
     setpriv === undefined
       ? spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] })
       : spawn(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const guest = new QemuGuest(child, dir, paths);
+  const guest = new QemuGuest(child, dir, paths, image.release);
   live.add(guest);
   try {
     await guest.waitForConsole(READY_RE, opts.bootTimeoutMs ?? (firmware === 'ovmf' ? 120_000 : 60_000));
@@ -150,6 +155,7 @@ class QemuGuest implements Guest {
     private readonly child: ChildProcess,
     readonly dir: string,
     paths: { qmpPath: string; consolePath: string; consoleLogPath: string },
+    readonly kernelRelease: string,
   ) {
     ({ qmpPath: this.qmpPath, consolePath: this.consolePath, consoleLogPath: this.consoleLogPath } = paths);
     child.stderr?.setEncoding('utf8').on('data', (s: string) => {
