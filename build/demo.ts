@@ -17,6 +17,7 @@ import { qemuArgv, renderShell } from '../host-reader/qemu-args/index.js';
 import { openSession, type Session } from '../host-reader/session.js';
 import type { Poll } from '../host-reader/reader.js';
 import { buildGuestImage, GUEST_READY_LINE } from './guest-image.js';
+import { bzImageVersion } from './kernels.js';
 import { findOnPath } from './which.js';
 
 const PACKAGES = ['qemu-system-x86', 'seabios', 'linux-image-amd64', 'busybox-static'];
@@ -99,6 +100,7 @@ async function main(): Promise<number> {
 
     step(3, 'building the demo VM (Debian kernel + busybox initramfs)');
     const image = await buildGuestImage();
+    info(`guest kernel ${image.release}: ${await bzImageVersion(image.kernel)}`);
     info(`kernel ${image.kernel}, initramfs ${image.initrd}`);
 
     step(4, 'booting it under QEMU (q35, SeaBIOS, TCG) with the injected flags');

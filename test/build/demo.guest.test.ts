@@ -15,6 +15,8 @@ describe('npm run demo', () => {
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     expect(code, out).toBe(0);
+    // The guest kernel it booted, by the version string inside the bzImage (6.1 on bookworm).
+    expect(out).toMatch(/guest kernel \S+: \d+\.\d+\.\S+ \(.*\) #\d/);
     expect(out).toMatch(/kernel alive/);
     expect(out).toMatch(/agent alive/);
     expect(out).toMatch(/console: Kernel panic/);

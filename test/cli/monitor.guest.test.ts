@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
+import { GUEST_KERNEL_SERIES, guestKernel, type GuestKernelName } from '../../build/kernels.js';
 import { readManifest } from '../../host-reader/monitor/report/index.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
@@ -122,10 +123,14 @@ ${collectors}
 const agentLoop = 'eve_diag.zone_path=/sys/class/thermal/thermal_zone1/temp eve_diag.period=1';
 
 describe('eve-diag monitor against real guests', () => {
-  test('kernel panic -> guest-kernel-hung, diagnostics write a bundle with the panic in the console capture; SIGTERM exits 0', async () => {
-    const guest = await launchGuest({ acpiTables: [tableFile], append: `quiet panic=0 eve_diag.scenario=panic eve_diag.delay=25` });
+  // Both kernels: 6.12 registers thermal zones differently (issue 8), and a panic must still stop the beat.
+  test.each(['debian-6.1', 'debian-6.12'] as GuestKernelName[])('kernel panic (%s) -> guest-kernel-hung, diagnostics write a bundle with the panic in the console capture; SIGTERM exits 0', async (kernelName) => {
+    const kernel = await guestKernel(kernelName);
+    expect(kernel.release.startsWith(GUEST_KERNEL_SERIES[kernelName]), kernel.release).toBe(true);
+    const guest = await launchGuest({ kernel, acpiTables: [tableFile], append: `quiet panic=0 eve_diag.scenario=panic eve_diag.delay=25` });
+    expect(await guest.run('uname -r')).toBe(kernel.release);
     // No agent in this guest: the thermal core's one read of the agent zone at registration is its only beat.
-    const spool = join(dir, 'spool-panic');
+    const spool = join(dir, `spool-panic-${kernelName}`);
     const m = startMonitor(
       await config(
         guest,

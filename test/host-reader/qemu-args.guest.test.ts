@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
 import { renderJson, renderReadconfig, type QemuArgsSpec } from '../../host-reader/qemu-args/index.js';
 import { QmpClient } from '../../host-reader/qmp/index.js';
+import { expectCleanDmesg } from '../helpers/dmesg.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
 let dir: string;
@@ -118,6 +119,8 @@ async function checkPvpanicAndErst(g: Guest, erstFile: string): Promise<void> {
   expect(await g.run('ls /sys/bus/acpi/devices/ | grep -c QEMU0001')).toBe('1');
   expect(await g.run('dmesg | grep -c "ERST: Error Record Serialization Table (ERST) support is initialized"')).toBe('1');
   expect((await stat(erstFile)).size).toBe(0x10000);
+  // The table, pvpanic, ERST and the second serial port together: no firmware complaint.
+  await expectCleanDmesg(g);
 }
 
 describe('qemu-args in a real QEMU', () => {
