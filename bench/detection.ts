@@ -37,9 +37,9 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
 import { buildGuestImage } from '../build/guest-image.js';
-import { parseConfig } from '../host-reader/monitor/config.js';
-import { readHostPressure, runMonitor } from '../host-reader/monitor/daemon.js';
-import type { LogRecord } from '../host-reader/monitor/manager.js';
+import { parseConfig } from '../monitor/config.js';
+import { readHostPressure, runMonitor } from '../monitor/daemon.js';
+import type { LogRecord } from '../monitor/manager.js';
 import { QmpClient } from '../host-reader/qmp/index.js';
 import { launchBenchGuest, LogTail, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
 

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { connectQmp } from '../host-reader/monitor/diagnostics/index.js';
-import { diagnoseApp } from '../host-reader/monitor/daemon.js';
-import { discoverEveApps } from '../host-reader/monitor/discovery.js';
-import { VERDICTS } from '../host-reader/monitor/metrics.js';
-import type { Verdict } from '../host-reader/monitor/types.js';
+import { connectQmp } from '../monitor/diagnostics/index.js';
+import { diagnoseApp } from '../monitor/daemon.js';
+import { discoverEveApps } from '../monitor/discovery.js';
+import { VERDICTS } from '../monitor/metrics.js';
+import type { Verdict } from '../monitor/types.js';
 import { loadMonitorConfig } from './monitor.js';
 import { UsageError } from './usage-error.js';
 

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { ConfigError, loadConfig, type MonitorConfig } from '../host-reader/monitor/config.js';
-import { COLLECTOR_KINDS, runMonitor } from '../host-reader/monitor/daemon.js';
-import { MonitorMetrics } from '../host-reader/monitor/metrics.js';
+import { ConfigError, loadConfig, type MonitorConfig } from '../monitor/config.js';
+import { COLLECTOR_KINDS, runMonitor } from '../monitor/daemon.js';
+import { MonitorMetrics } from '../monitor/metrics.js';
 import { UsageError } from './usage-error.js';
 
 /** Load the monitor configuration; every problem (file:line: field: why) is a usage error (exit 2). */

@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
-import { DISK_SECTOR, diskSlotOffset, encodeDiskRecord, nextDiskSeq } from '../host-reader/monitor/probes/disk-format.js';
+import { DISK_SECTOR, diskSlotOffset, encodeDiskRecord, nextDiskSeq } from '../monitor/probes/disk-format.js';
 import { errText, type Log } from './log.js';
 
 /**

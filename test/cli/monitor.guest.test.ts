@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
 import { GUEST_KERNEL_SERIES, guestKernel, type GuestKernelName } from '../../build/kernels.js';
-import { readManifest } from '../../host-reader/monitor/report/index.js';
+import { readManifest } from '../../monitor/report/index.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
 /**

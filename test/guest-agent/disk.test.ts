@@ -6,9 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DISK_OPEN_FLAGS, DiskWriter, openDiskDevice, readUptimeMs, type DiskDevice, type DiskWriterOptions } from '../../guest-agent/disk.js';
 import { Log } from '../../guest-agent/log.js';
 import { Ticker } from '../../guest-agent/timing.js';
-import { DiskHeartbeatProbe } from '../../host-reader/monitor/probes/disk-heartbeat.js';
-import { decodeDiskRecord, DISK_SECTOR, encodeDiskRecord, nextDiskSeq, scanDiskRing } from '../../host-reader/monitor/probes/disk-format.js';
-import type { ProbeResult } from '../../host-reader/monitor/types.js';
+import { DiskHeartbeatProbe } from '../../monitor/probes/disk-heartbeat.js';
+import { decodeDiskRecord, DISK_SECTOR, encodeDiskRecord, nextDiskSeq, scanDiskRing } from '../../monitor/probes/disk-format.js';
+import type { ProbeResult } from '../../monitor/types.js';
 import { FakeClock } from './fake-clock.js';
 
 /** The agent's heartbeat-disk writer against a temp file, read back with the host's decoder and probe. */

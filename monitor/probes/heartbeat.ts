@@ -1,0 +1,254 @@
+import type { DiagLayout } from '../../acpi/diag/layout.js';
+import { FileBackedMemory } from '../../host-reader/memory/file-backed.js';
+import type { GuestMemory } from '../../host-reader/memory/guest-memory.js';
+import { PmemsaveMemory } from '../../host-reader/memory/pmemsave.js';
+import { XpMemory } from '../../host-reader/memory/xp.js';
+import { QmpError, type QmpClient } from '../../host-reader/qmp/index.js';
+import { HeartbeatPoller, RegionReader } from '../../host-reader/reader.js';
+import type { AssessOptions, HeartbeatReport, HeartbeatStatus, SignalReport } from '../../host-reader/region/assess.js';
+import { parseMtreeLowRam } from '../../host-reader/region/discover.js';
+import { loadLayout, type MemoryPath } from '../../host-reader/session.js';
+import type { AppTarget, Probe, ProbeResult } from '../types.js';
+import { deadline, deadlineResult, errnoCode, errorText, failure, raceSignal, unknown } from './common.js';
+import type { QmpLink, QmpLinks } from './qmp-link.js';
+
+/**
+ * `kernel-heartbeat` and `agent-heartbeat`: the host reader's heartbeat poll (run state, the region
+ * read out of guest RAM, the assessment) mapped to a probe result. The session (QMP link, guest
+ * memory, region reader, poller with its baseline) is kept between runs and rebuilt lazily when the
+ * QMP connection was replaced; the QMP connection is the VM's shared link (see qmp-link.ts).
+ *
+ * Mapping of the heartbeat status:
+ *   alive, restarted             -> success (a restarted guest beats again; the evidence says so)
+ *   stalled                      -> failure; `late` too with `failOn: 'late'`, else unknown
+ *   no-agent (agent probe)       -> failure: the agent this scenario expects never beat
+ *   paused                       -> unknown with evidence, never a failure (a paused VM is not hung)
+ *   waiting, not-loaded, unknown -> unknown (grace after load, no table, or the first sample:
+ *                                   liveness needs two samples, so the first run is a baseline)
+ * QEMU gone (QMP refused) is a failure; a region that cannot be read while QMP answers is unknown.
+ *
+ * The table is located in the background on the first run (a scan of low RAM may outlast a short
+ * probe timeout); the next run finds it cached.
+ */
+
+export interface HeartbeatParams {
+  /** How guest memory is read. Default `pmemsave`. */
+  memory?: MemoryPath;
+  /** mem-path of the memory-backend-file, for `memory: 'file'`. */
+  memPath?: string;
+  /** Which status is a failure. Default `stalled` (`late` is then unknown). */
+  failOn?: 'late' | 'stalled';
+  assess?: AssessOptions;
+}
+
+export type HeartbeatSignal = 'kernel' | 'agent';
+
+interface Session {
+  generation: number;
+  key: string;
+  client: QmpClient;
+  memory: GuestMemory;
+  reader: RegionReader;
+  poller: HeartbeatPoller;
+  /** A background table discovery in progress. */
+  locating?: Promise<void>;
+  locatingSince?: number;
+  /** Why the last discovery failed. */
+  locateError?: Error;
+}
+
+export class HeartbeatProbe implements Probe {
+  readonly kind: 'kernel-heartbeat' | 'agent-heartbeat';
+  #link: QmpLink | undefined;
+  #session: Session | undefined;
+  #layouts = new Map<string, Promise<DiagLayout>>();
+
+  constructor(
+    readonly signal: HeartbeatSignal,
+    private readonly links: QmpLinks,
+    private readonly params: HeartbeatParams = {},
+    /** Monotonic ms for the assessment's ages (tests inject one). */
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.kind = signal === 'kernel' ? 'kernel-heartbeat' : 'agent-heartbeat';
+    if (params.memory === 'file' && params.memPath === undefined) throw new RangeError('memPath: required with memory "file"');
+  }
+
+  async run(target: AppTarget, opts: { timeoutMs: number; signal: AbortSignal }): Promise<ProbeResult> {
+    if (target.qmp === undefined) return unknown('no QMP socket configured');
+    if (target.layout === undefined) return unknown('no layout configured (the table this VM loads: `eve-diag ssdt build` JSON)');
+    let layout: DiagLayout;
+    try {
+      layout = await this.#layout(target.layout);
+    } catch (e) {
+      return unknown(`layout ${target.layout}: ${errorText(e)}`, { layoutError: errorText(e) });
+    }
+    const d = deadline(opts.signal, opts.timeoutMs);
+    const base = { signal: this.signal, qmp: target.qmp };
+    try {
+      const session = await this.#open(target.qmp, target.layout, layout, d.signal);
+      if (session.reader.address === undefined) {
+        // The first scan of low RAM may outlast a short timeout: it runs in the background, and a
+        // run that ends while it goes on cannot tell yet (QEMU answers: the scan is making reads).
+        session.locating ??= this.#locate(session);
+        // Leave time for the poll once the scan is done; give up on waiting a little before the deadline.
+        const wait = deadline(d.signal, Math.max(0, d.remainingMs() - Math.min(200, d.remainingMs() / 5)));
+        try {
+          await raceSignal(session.locating, wait.signal);
+        } catch (e) {
+          if (!wait.expired && !d.expired) throw e;
+          const ms = Math.round(this.now() - (session.locatingSince ?? this.now()));
+          return unknown(`${this.signal} heartbeat: locating the table in guest RAM (${ms} ms so far)`, { ...base, locating: true });
+        } finally {
+          wait.dispose();
+        }
+        if (session.reader.address === undefined) {
+          const why = session.locateError?.message ?? 'not found';
+          session.locateError = undefined;
+          return unknown(`${this.signal} heartbeat: table not found in guest RAM: ${why}`, { ...base, readError: why });
+        }
+      }
+      const poll = await session.poller.poll(d.signal);
+      return this.#result(poll.report, { ...base, ...(poll.snapshot ? { tableAddress: `0x${poll.snapshot.address.toString(16)}` } : {}) }, poll.error);
+    } catch (e) {
+      if (d.signal.aborted) return deadlineResult(d, opts.timeoutMs, `${this.signal} heartbeat`, base);
+      await this.#drop();
+      const code = errnoCode(e);
+      return failure(`QMP ${target.qmp}: ${errorText(e)}`, { ...base, qmpError: errorText(e), ...(code ? { errno: code } : {}) });
+    } finally {
+      d.dispose();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#drop();
+    const link = this.#link;
+    this.#link = undefined;
+    if (link !== undefined) await this.links.release(link);
+  }
+
+  #result(report: HeartbeatReport, base: Record<string, unknown>, readError: Error | undefined): ProbeResult {
+    const sig: SignalReport = report[this.signal];
+    const other: SignalReport = report[this.signal === 'kernel' ? 'agent' : 'kernel'];
+    const evidence: Record<string, unknown> = {
+      ...base,
+      status: sig.status,
+      ...pick(sig),
+      vm: report.vm,
+      restarted: report.restarted,
+      ...(report.restartReason !== undefined ? { restartReason: report.restartReason } : {}),
+      ...(report.kernel.jitter !== undefined ? { jitter: report.kernel.jitter } : {}),
+      ...(report.kernel.guestIntervalMs !== undefined ? { guestIntervalMs: report.kernel.guestIntervalMs } : {}),
+      [this.signal === 'kernel' ? 'agent' : 'kernel']: { status: other.status, ...pick(other) },
+      ...(readError !== undefined ? { readError: readError.message } : {}),
+    };
+    const detail = `${this.signal} ${sig.status}: ${sig.detail}`;
+    const outcome = outcomeOf(sig.status, this.signal, this.params.failOn ?? 'stalled');
+    return { outcome, detail, evidence };
+  }
+
+  async #layout(path: string): Promise<DiagLayout> {
+    let p = this.#layouts.get(path);
+    if (p === undefined) {
+      p = loadLayout(path);
+      this.#layouts.set(path, p);
+      // A file that could not be read is tried again next run.
+      p.catch(() => this.#layouts.delete(path));
+    }
+    return p;
+  }
+
+  async #open(qmpPath: string, layoutPath: string, layout: DiagLayout, signal: AbortSignal): Promise<Session> {
+    if (this.#link?.path !== qmpPath) {
+      await this.#drop();
+      if (this.#link !== undefined) await this.links.release(this.#link);
+      this.#link = this.links.acquire(qmpPath);
+    }
+    const link = this.#link;
+    const client = await link.client(signal);
+    const key = `${qmpPath}\0${layoutPath}\0${layout.nonce}`;
+    const s = this.#session;
+    if (s !== undefined && s.generation === link.generation && s.client === client && s.key === key) return s;
+    await this.#drop();
+    const memory = await this.#memory(client, qmpPath, signal);
+    const reader = new RegionReader(client, memory, layout, this.now);
+    const poller = new HeartbeatPoller(client, reader, this.params.assess ?? {}, this.now);
+    const session: Session = { generation: link.generation, key, client, memory, reader, poller };
+    this.#session = session;
+    return session;
+  }
+
+  /**
+   * One discovery, not bound to any run's signal (a scan cut short by a 1 s timeout would never
+   * finish). A QMP failure rejects (the caller reports the dead target); a table not found resolves
+   * with `locateError` set, and the next run scans again.
+   */
+  #locate(session: Session): Promise<void> {
+    session.locatingSince = this.now();
+    const p = session.reader.locate().then(
+      () => undefined,
+      (e: unknown) => {
+        if (e instanceof QmpError) throw e;
+        session.locateError = e as Error;
+      },
+    );
+    const done = p.finally(() => {
+      if (session.locating === done) session.locating = undefined;
+    });
+    done.catch(() => undefined);
+    return done;
+  }
+
+  async #memory(client: QmpClient, label: string, signal: AbortSignal): Promise<GuestMemory> {
+    switch (this.params.memory ?? 'pmemsave') {
+      case 'pmemsave':
+        return PmemsaveMemory.open(client, { label });
+      case 'xp':
+        return new XpMemory(client, label);
+      case 'file': {
+        const ram = parseMtreeLowRam(await client.hmp('info mtree -f', { signal }));
+        return FileBackedMemory.open(
+          this.params.memPath as string,
+          ram.ranges.map((r) => ({ guestAddr: r.start, size: r.end - r.start, fileOffset: r.offset })),
+        );
+      }
+    }
+  }
+
+  async #drop(): Promise<void> {
+    const s = this.#session;
+    this.#session = undefined;
+    if (s === undefined) return;
+    s.poller.close();
+    await s.memory.close?.().catch(() => undefined);
+  }
+}
+
+function pick(r: SignalReport): Record<string, unknown> {
+  const o: Record<string, unknown> = { expectedPeriodMs: r.expectedPeriodMs, detail: r.detail };
+  if (r.beats !== undefined) o.beats = r.beats;
+  if (r.delta !== undefined) o.delta = r.delta;
+  if (r.ageMs !== undefined) o.ageMs = Math.round(r.ageMs);
+  if (r.ratePerSec !== undefined) o.ratePerSec = r.ratePerSec;
+  return o;
+}
+
+/** The status-to-outcome table (see the module comment). */
+export function outcomeOf(status: HeartbeatStatus, signal: HeartbeatSignal, failOn: 'late' | 'stalled'): ProbeResult['outcome'] {
+  switch (status) {
+    case 'alive':
+    case 'restarted':
+      return 'success';
+    case 'stalled':
+      return 'failure';
+    case 'late':
+      return failOn === 'late' ? 'failure' : 'unknown';
+    case 'no-agent':
+      return signal === 'agent' ? 'failure' : 'unknown';
+    case 'paused':
+    case 'waiting':
+    case 'not-loaded':
+    case 'unknown':
+      return 'unknown';
+  }
+}

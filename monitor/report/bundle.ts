@@ -1,0 +1,406 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { sanitizeLine, sanitizeText } from '../../host-reader/console/sanitize.js';
+import type { StepResult } from '../diagnostics/runner.js';
+import type { Artifact, Verdict } from '../types.js';
+import {
+  isSafeName,
+  MANIFEST_FILE,
+  MANIFEST_SCHEMA_NAME,
+  MANIFEST_SCHEMA_VERSION,
+  manifestProblems,
+  MAX_ARTIFACTS_PER_STEP,
+  MAX_STEPS,
+  MAX_SUMMARY_CHARS,
+  MAX_TIMELINE_SAMPLES,
+  VERDICTS,
+  type JsonValue,
+  type ManifestArtifact,
+  type ManifestOmission,
+  type ReportManifest,
+  type TimelineEntry,
+} from './manifest.js';
+
+/**
+ * A report bundle is one directory in a spool: `<spool>/<id>/manifest.json` plus the artifact files. It is
+ * written atomically: everything goes into `<spool>/.tmp-<id>/` (each file fsynced), which is then renamed
+ * to `<spool>/<id>/`. A reader (the shipper to the controller) only ever sees complete bundles: names
+ * starting with a dot are not bundles, and a failed write removes its temporary directory.
+ */
+
+export class ReportError extends Error {
+  override name = 'ReportError';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** A manifest that does not validate (`problems`: JSON pointers and what is wrong). */
+export class ManifestError extends ReportError {
+  override name = 'ManifestError';
+
+  constructor(
+    readonly path: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`invalid report manifest ${path}: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (+${problems.length - 5} more)` : ''}`);
+  }
+}
+
+/** One heartbeat sample (or any sample) of the timeline: `at` plus JSON fields. */
+export interface TimelineSample {
+  /** ISO 8601 text, epoch milliseconds, or a Date. */
+  at: string | number | Date;
+  [key: string]: unknown;
+}
+
+/** A step as the runner reports it; `status`, `startedAt`, `durationMs` may be missing for hand-made steps. */
+export type ReportStep = Pick<StepResult, 'kind' | 'ok' | 'summary' | 'artifacts'> &
+  Partial<Pick<StepResult, 'status' | 'startedAt' | 'durationMs'>>;
+
+export interface ReportInput {
+  app: string | { name: string };
+  verdict: Verdict;
+  evidence?: Record<string, unknown>;
+  timeline?: readonly TimelineSample[];
+  steps: readonly ReportStep[];
+  /** Default: now. */
+  createdAt?: Date;
+}
+
+/** File writes, injectable so tests can make one fail. */
+export interface BundleIo {
+  writeFile(path: string, data: Uint8Array): Promise<void>;
+}
+
+export interface WriteBundleOptions {
+  /** Bundle size cap (artifacts plus manifest). Default 16 MiB. */
+  maxTotalBytes?: number;
+  /** Newest timeline samples kept. Default 1000. */
+  maxTimelineSamples?: number;
+  /** Evidence larger than this (as JSON) is replaced by a note. Default 64 KiB. */
+  maxEvidenceBytes?: number;
+  /** Bundle id (default: UTC time, app name, random suffix). */
+  id?: string;
+  io?: BundleIo;
+}
+
+export interface WrittenBundle {
+  id: string;
+  dir: string;
+  manifest: ReportManifest;
+}
+
+export const DEFAULT_MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
+const MAX_MANIFEST_READ_BYTES = 8 * 1024 * 1024;
+const MAX_JSON_DEPTH = 16;
+const MAX_JSON_STRING_BYTES = 4096;
+const MAX_JSON_ARRAY = 1000;
+const MAX_JSON_KEYS = 256;
+
+/**
+ * Writes a report bundle into `spool` (created 0700 if missing) and returns its id, directory and
+ * manifest. Text artifacts and every string of the manifest are sanitized; artifact names must be safe
+ * file names (`SAFE_NAME_PATTERN`) and unique per step, and are stored as `NN-NAME` (NN: the step index).
+ * When the artifacts do not fit in `maxTotalBytes`, text is cut and the rest is listed as omitted.
+ * Throws a `RangeError`/`TypeError` for bad input before touching the disk, and a `ReportError` (its
+ * `cause`: the errno error) when writing fails, after removing the temporary directory.
+ */
+export async function writeBundle(spool: string, input: ReportInput, options: WriteBundleOptions = {}): Promise<WrittenBundle> {
+  if (typeof spool !== 'string' || spool.length === 0) throw new TypeError(`spool must be a non-empty path, got ${JSON.stringify(spool)}`);
+  const maxTotalBytes = options.maxTotalBytes ?? DEFAULT_MAX_BUNDLE_BYTES;
+  const maxTimeline = options.maxTimelineSamples ?? 1000;
+  const maxEvidenceBytes = options.maxEvidenceBytes ?? 64 * 1024;
+  for (const [k, v] of Object.entries({ maxTotalBytes, maxTimelineSamples: maxTimeline, maxEvidenceBytes })) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${k} must be an integer >= 0, got ${String(v)}`);
+  }
+  if (maxTimeline > MAX_TIMELINE_SAMPLES) throw new RangeError(`maxTimelineSamples must be <= ${MAX_TIMELINE_SAMPLES}`);
+  const appName = typeof input.app === 'string' ? input.app : input.app?.name;
+  if (typeof appName !== 'string' || appName.length === 0) throw new TypeError(`app name must be a non-empty string, got ${JSON.stringify(appName)}`);
+  if (!(VERDICTS as readonly string[]).includes(input.verdict)) throw new RangeError(`unknown verdict ${JSON.stringify(input.verdict)}`);
+  if (!Array.isArray(input.steps) || input.steps.length > MAX_STEPS) throw new RangeError(`steps must be an array of at most ${MAX_STEPS}`);
+  const createdAt = input.createdAt ?? new Date();
+  if (Number.isNaN(createdAt.getTime())) throw new RangeError('createdAt is an invalid Date');
+  const id = options.id ?? newBundleId(createdAt, appName);
+  if (!isSafeName(id)) throw new RangeError(`bundle id must match the safe name pattern, got ${JSON.stringify(id)}`);
+
+  // Names first: a bad one is a programmer error and nothing may reach the disk.
+  const width = Math.max(2, String(input.steps.length - 1).length);
+  const planned = input.steps.map((step, index) => {
+    if (!Array.isArray(step.artifacts) || step.artifacts.length > MAX_ARTIFACTS_PER_STEP) {
+      throw new RangeError(`step ${index}: artifacts must be an array of at most ${MAX_ARTIFACTS_PER_STEP}`);
+    }
+    const seen = new Set<string>();
+    return step.artifacts.map((a: Artifact) => {
+      if (!isSafeName(a.name)) {
+        throw new RangeError(`step ${index} (${step.kind}): artifact name ${JSON.stringify(a.name)} is not a safe file name (no path separators, no leading dot)`);
+      }
+      if (seen.has(a.name)) throw new RangeError(`step ${index} (${step.kind}): artifact name ${JSON.stringify(a.name)} appears twice`);
+      seen.add(a.name);
+      const file = `${String(index).padStart(width, '0')}-${a.name}`;
+      if (!isSafeName(file) || file === MANIFEST_FILE) throw new RangeError(`step ${index}: artifact name ${JSON.stringify(a.name)} is too long`);
+      return { artifact: a, file, data: artifactContent(a) };
+    });
+  });
+
+  let truncated = false;
+  const samples = input.timeline ?? [];
+  if (samples.length > maxTimeline) truncated = true;
+  const timeline: TimelineEntry[] = samples.slice(Math.max(0, samples.length - maxTimeline)).map((s, i) => {
+    const at = toIso(s.at);
+    if (at === undefined) throw new RangeError(`timeline[${i}].at must be an ISO date, epoch ms or a Date, got ${JSON.stringify(s.at)}`);
+    const { at: _at, ...rest } = s;
+    return { ...(toJson(rest, 1) as Record<string, JsonValue>), at };
+  });
+  let evidence = toJson(input.evidence ?? {}, 0) as Record<string, JsonValue>;
+  const evidenceBytes = Buffer.byteLength(JSON.stringify(evidence), 'utf8');
+  if (evidenceBytes > maxEvidenceBytes) {
+    evidence = { truncated: true, bytes: evidenceBytes };
+    truncated = true;
+  }
+
+  const manifest: ReportManifest = {
+    schema: MANIFEST_SCHEMA_NAME,
+    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    id,
+    createdAt: createdAt.toISOString(),
+    app: { name: sanitizeLine(appName, 256) || '?' },
+    verdict: input.verdict,
+    evidence,
+    timeline,
+    steps: [],
+    totalBytes: 0,
+    truncated,
+  };
+  // What the manifest takes without artifact entries, plus a generous entry size each: the rest is the
+  // artifacts' budget.
+  const entryReserve = 512;
+  const artifactCount = planned.reduce((n, p) => n + p.length, 0);
+  const stepReserve = input.steps.length * (MAX_SUMMARY_CHARS * 3 + 256);
+  let budget = maxTotalBytes - Buffer.byteLength(JSON.stringify(manifest, null, 2), 'utf8') - stepReserve - artifactCount * entryReserve;
+
+  const files: { file: string; data: Buffer }[] = [];
+  input.steps.forEach((step, index) => {
+    const artifacts: ManifestArtifact[] = [];
+    const omitted: ManifestOmission[] = [];
+    for (const p of planned[index] ?? []) {
+      let data = p.data;
+      let cut = p.artifact.truncated === true;
+      if (data.length > budget) {
+        if (p.artifact.mediaType === 'text/plain' && budget >= 1024) {
+          data = Buffer.from(sanitizeText(data, { maxBytes: budget }).text, 'utf8');
+          cut = true;
+        } else {
+          omitted.push({ name: p.artifact.name, bytes: data.length, reason: 'the bundle size cap was reached' });
+          manifest.truncated = true;
+          continue;
+        }
+        manifest.truncated = true;
+      }
+      budget -= data.length;
+      files.push({ file: p.file, data });
+      artifacts.push({
+        name: p.artifact.name,
+        file: p.file,
+        mediaType: p.artifact.mediaType,
+        bytes: data.length,
+        sha256: createHash('sha256').update(data).digest('hex'),
+        truncated: cut,
+      });
+      manifest.totalBytes += data.length;
+    }
+    const status = step.status ?? 'done';
+    manifest.steps.push({
+      index,
+      kind: sanitizeLine(String(step.kind), 64) || '?',
+      ok: step.ok === true,
+      status,
+      summary: sanitizeLine(String(step.summary), MAX_SUMMARY_CHARS),
+      startedAt: step.startedAt === undefined ? null : (toIso(step.startedAt) ?? null),
+      durationMs: typeof step.durationMs === 'number' && Number.isFinite(step.durationMs) && step.durationMs >= 0 ? Math.round(step.durationMs) : null,
+      artifacts,
+      omitted,
+    });
+  });
+  const problems = manifestProblems(manifest);
+  if (problems.length > 0) throw new ManifestError(`${id}/${MANIFEST_FILE}`, problems); // a bug here, not bad input
+  files.push({ file: MANIFEST_FILE, data: Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8') });
+
+  const io = options.io ?? { writeFile: writeFileSynced };
+  const tmp = join(spool, `.tmp-${id}`);
+  const dir = join(spool, id);
+  try {
+    await mkdir(spool, { recursive: true, mode: 0o700 });
+    if (await exists(dir)) throw new ReportError(`a bundle ${id} already exists in ${spool}`);
+    await mkdir(tmp, { mode: 0o700 });
+  } catch (cause) {
+    if (cause instanceof ReportError) throw cause;
+    throw new ReportError(`cannot create the bundle directory in ${spool}: ${(cause as Error).message}`, { cause });
+  }
+  try {
+    for (const f of files) await io.writeFile(join(tmp, f.file), f.data);
+    await syncDir(tmp);
+    await rename(tmp, dir);
+    await syncDir(spool);
+  } catch (cause) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw new ReportError(`cannot write bundle ${id} in ${spool}: ${(cause as Error).message}`, { cause });
+  }
+  return { id, dir, manifest };
+}
+
+export interface SpoolEntry {
+  id: string;
+  dir: string;
+}
+
+/** The complete bundles in `spool`, oldest first (ids start with their UTC time). A missing spool is empty. */
+export async function listSpool(spool: string): Promise<SpoolEntry[]> {
+  let entries;
+  try {
+    entries = await readdir(spool, { withFileTypes: true });
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new ReportError(`cannot list the spool ${spool}: ${(cause as Error).message}`, { cause });
+  }
+  return entries
+    .filter((e) => e.isDirectory() && isSafeName(e.name))
+    .map((e) => ({ id: e.name, dir: join(spool, e.name) }))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/**
+ * Removes temporary directories (`.tmp-*`) older than `olderThanMs` that a crashed writer left in `spool`.
+ * Returns how many were removed.
+ */
+export async function cleanSpool(spool: string, olderThanMs = 60 * 60 * 1000): Promise<number> {
+  const entries = await readdir(spool, { withFileTypes: true }).catch(() => []);
+  let removed = 0;
+  for (const e of entries) {
+    if (!e.isDirectory() || !e.name.startsWith('.tmp-')) continue;
+    const path = join(spool, e.name);
+    const st = await stat(path).catch(() => undefined);
+    if (st !== undefined && Date.now() - st.mtimeMs >= olderThanMs) {
+      await rm(path, { recursive: true, force: true });
+      removed += 1;
+    }
+  }
+  return removed;
+}
+
+export interface ReadManifestOptions {
+  /** Check that every artifact file exists with the size and SHA-256 the manifest says. Default true. */
+  verifyFiles?: boolean;
+}
+
+/**
+ * Reads and validates `<dir>/manifest.json` (schema, then file sizes and hashes). Throws `ManifestError`
+ * listing the problems, or `ReportError` when it cannot be read.
+ */
+export async function readManifest(dir: string, options: ReadManifestOptions = {}): Promise<ReportManifest> {
+  const path = join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    const st = await stat(path);
+    if (st.size > MAX_MANIFEST_READ_BYTES) throw new ManifestError(path, [`file is ${st.size} bytes, more than ${MAX_MANIFEST_READ_BYTES}`]);
+    text = await readFile(path, 'utf8');
+  } catch (cause) {
+    if (cause instanceof ReportError) throw cause;
+    throw new ReportError(`cannot read ${path}: ${(cause as Error).message}`, { cause });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (cause) {
+    throw new ManifestError(path, [`not JSON: ${(cause as Error).message}`]);
+  }
+  const problems = manifestProblems(value);
+  if (problems.length > 0) throw new ManifestError(path, problems);
+  const manifest = value as ReportManifest;
+  if (options.verifyFiles ?? true) {
+    for (const step of manifest.steps) {
+      for (const a of step.artifacts) {
+        const data = await readFile(join(dir, a.file)).catch(() => undefined);
+        if (data === undefined) problems.push(`/steps/${step.index}: file ${a.file} is missing`);
+        else if (data.length !== a.bytes) problems.push(`/steps/${step.index}: file ${a.file} has ${data.length} bytes, not ${a.bytes}`);
+        else if (createHash('sha256').update(data).digest('hex') !== a.sha256) problems.push(`/steps/${step.index}: file ${a.file} does not match its sha256`);
+      }
+    }
+    if (problems.length > 0) throw new ManifestError(path, problems);
+  }
+  return manifest;
+}
+
+/** `20261126T115428123Z-vm1-3fa2c1d4`: sorts by time; the app name made safe; 32 random bits. */
+export function newBundleId(createdAt: Date, app: string): string {
+  const stamp = createdAt.toISOString().replace(/[-:]/g, '').replace('.', '');
+  const slug = app.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[._-]+/, '').slice(0, 48) || 'app';
+  return `${stamp}-${slug}-${randomBytes(4).toString('hex')}`;
+}
+
+/** The bytes stored for an artifact: text sanitized (JSON text too: it stays valid JSON), binary as is. */
+function artifactContent(a: ReportStep['artifacts'][number]): Buffer {
+  if (a.mediaType === 'application/octet-stream') {
+    return typeof a.data === 'string' ? Buffer.from(a.data, 'utf8') : Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength);
+  }
+  if (typeof a.data !== 'string' && !(a.data instanceof Uint8Array)) throw new TypeError(`artifact ${a.name}: data must be a string or bytes`);
+  // The collectors bounded their artifacts already; this bound only guards against a broken one.
+  return Buffer.from(sanitizeText(a.data, { maxBytes: DEFAULT_MAX_BUNDLE_BYTES }).text, 'utf8');
+}
+
+/** A JSON copy of `value`: strings sanitized, sizes and depth bounded, non-JSON values dropped or made null. */
+function toJson(value: unknown, depth: number): JsonValue {
+  if (value === null || typeof value === 'boolean') return value;
+  if (typeof value === 'number') return Number.isFinite(value) ? value : null;
+  if (typeof value === 'string') return sanitizeText(value, { maxBytes: MAX_JSON_STRING_BYTES }).text;
+  if (typeof value === 'bigint') return value.toString();
+  if (value instanceof Date) return toIso(value) ?? null;
+  if (depth >= MAX_JSON_DEPTH) return '[too deep]';
+  if (Array.isArray(value)) return value.slice(0, MAX_JSON_ARRAY).map((v) => toJson(v, depth + 1));
+  if (typeof value === 'object') {
+    const out: Record<string, JsonValue> = {};
+    for (const [k, v] of Object.entries(value).slice(0, MAX_JSON_KEYS)) {
+      if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
+      out[sanitizeLine(k, 128) || '_'] = toJson(v, depth + 1);
+    }
+    return out;
+  }
+  return null;
+}
+
+function toIso(at: unknown): string | undefined {
+  let d: Date | undefined;
+  if (at instanceof Date) d = at;
+  else if (typeof at === 'number') d = new Date(at);
+  else if (typeof at === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(at)) d = new Date(at);
+  if (d === undefined || Number.isNaN(d.getTime())) return undefined;
+  return d.toISOString();
+}
+
+async function writeFileSynced(path: string, data: Uint8Array): Promise<void> {
+  const handle = await open(path, 'wx', 0o600);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncDir(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,123 @@
+import { describe, expect, test } from 'vitest';
+import { FakeClock } from '../../monitor/clock.js';
+import type { AppConfig } from '../../monitor/config.js';
+import { Manager, type DiagnosticsRun, type LogRecord } from '../../monitor/manager.js';
+import { MonitorMetrics } from '../../monitor/metrics.js';
+import { QmpLinks } from '../../monitor/probes/qmp-link.js';
+import type { Probe, ProbeResult } from '../../monitor/types.js';
+
+/** A probe whose next result the test sets. */
+class Scripted implements Probe {
+  constructor(
+    readonly kind: string,
+    public next: ProbeResult,
+  ) {}
+  run(): Promise<ProbeResult> {
+    return Promise.resolve(this.next);
+  }
+}
+
+const timing = { periodMs: 1000, timeoutMs: 500, initialDelayMs: 0, failureThreshold: 2, successThreshold: 1 };
+function app(name: string, cooldownMs = 60_000): AppConfig {
+  return {
+    name,
+    target: { name },
+    origin: 'config',
+    diagnostics: { cooldownMs, collectors: [] },
+    scenarios: [
+      { name: 'qmp', probe: { type: 'qmp-status', params: {} } as AppConfig['scenarios'][number]['probe'], timing },
+      { name: 'kernel', probe: { type: 'kernel-heartbeat', params: {} } as AppConfig['scenarios'][number]['probe'], timing },
+    ],
+  };
+}
+
+const ok = (kind: string): ProbeResult =>
+  kind === 'qmp-status'
+    ? { outcome: 'success', detail: 'running', evidence: { status: 'running' } }
+    : { outcome: 'success', detail: 'alive', evidence: { status: 'alive', ageMs: 100 } };
+
+function setup() {
+  const clock = new FakeClock();
+  const logs: LogRecord[] = [];
+  const runs: DiagnosticsRun[] = [];
+  const probes = new Map<string, Scripted>();
+  const metrics = new MonitorMetrics({ processMetrics: false });
+  const m = new Manager({
+    clock,
+    links: new QmpLinks(),
+    log: (r) => logs.push(r),
+    metrics,
+    random: () => 0,
+    diagnose: async (r) => {
+      runs.push(r);
+      return `/spool/${r.app.name}-${runs.length}`;
+    },
+    probeFor: (a, sc) => {
+      const p = new Scripted(sc.probe.type, ok(sc.probe.type));
+      probes.set(`${a.name}/${sc.name}`, p);
+      return p;
+    },
+  });
+  return { clock, logs, runs, probes, m, metrics };
+}
+
+describe('Manager', () => {
+  test('healthy, then kernel stalls: guest-kernel-hung, one diagnostic run, cooldown holds the next', async () => {
+    const { clock, logs, runs, probes, m, metrics } = setup();
+    await m.sync([app('vm1', 60_000)]);
+    await clock.advance(2000);
+    expect(m.status()[0]?.verdict).toBe('running-healthy');
+    probes.get('vm1/kernel')!.next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled', ageMs: 3100 } };
+    await clock.advance(3000);
+    expect(m.status()[0]?.verdict).toBe('guest-kernel-hung');
+    expect(runs).toHaveLength(1);
+    expect(runs[0]?.classification.verdict).toBe('guest-kernel-hung');
+    expect(runs[0]?.trigger.scenario).toBe('kernel');
+    // Recover, fail again within the cooldown: no second run.
+    probes.get('vm1/kernel')!.next = ok('kernel-heartbeat');
+    await clock.advance(2000);
+    expect(m.status()[0]?.verdict).toBe('running-healthy');
+    probes.get('vm1/kernel')!.next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled' } };
+    await clock.advance(3000);
+    expect(runs).toHaveLength(1);
+    expect(logs.some((l) => l.msg === 'diagnostics skipped: cooldown')).toBe(true);
+    // After the cooldown, a new failure runs diagnostics again.
+    probes.get('vm1/kernel')!.next = ok('kernel-heartbeat');
+    await clock.advance(60_000);
+    probes.get('vm1/kernel')!.next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled' } };
+    await clock.advance(3000);
+    expect(runs).toHaveLength(2);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('eve_diag_verdict{app="vm1",verdict="guest-kernel-hung"} 1');
+    expect(text).toContain('eve_diag_diagnostics_total{app="vm1",verdict="guest-kernel-hung"} 2');
+    await m.stop();
+  });
+
+  test('a paused VM is vm-not-running and runs no diagnostics', async () => {
+    const { clock, runs, probes, m } = setup();
+    await m.sync([app('vm1')]);
+    await clock.advance(2000);
+    probes.get('vm1/qmp')!.next = { outcome: 'failure', detail: 'paused', evidence: { status: 'paused' } };
+    probes.get('vm1/kernel')!.next = { outcome: 'unknown', detail: 'paused', evidence: { status: 'paused', vm: { status: 'paused' } } };
+    await clock.advance(5000);
+    expect(m.status()[0]?.verdict).toBe('vm-not-running');
+    expect(runs).toHaveLength(0);
+    await m.stop();
+  });
+
+  test('sync follows apps appearing and going away; stop ends every worker', async () => {
+    const { clock, logs, probes, m, metrics } = setup();
+    await m.sync([app('a'), app('b')]);
+    await clock.advance(1500);
+    expect(m.status().map((s) => s.app).sort()).toEqual(['a', 'b']);
+    await m.sync([app('b'), app('c')]);
+    expect(m.status().map((s) => s.app).sort()).toEqual(['b', 'c']);
+    expect(logs.filter((l) => l.msg === 'app removed').map((l) => l.app)).toEqual(['a']);
+    expect(await metrics.registry.metrics()).not.toContain('app="a"');
+    await m.stop();
+    const before = [...probes.values()].length;
+    await clock.advance(10_000);
+    expect(m.status()).toEqual([]);
+    expect([...probes.values()].length).toBe(before);
+  });
+});
