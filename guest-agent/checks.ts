@@ -155,8 +155,3 @@ export async function runCheck(spec: CheckSpec): Promise<CheckResult> {
 export function runChecks(specs: readonly CheckSpec[]): Promise<CheckResult[]> {
   return Promise.all(specs.map(runCheck));
 }
-
-/** `check.web=ok check.db=fail:timeout`, in the configured order. */
-export function formatChecks(results: readonly CheckResult[]): string {
-  return results.map((r) => `check.${r.name}=${r.outcome.ok ? 'ok' : `fail:${r.outcome.reason}`}`).join(' ');
-}

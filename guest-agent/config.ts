@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX } from '../monitor/probes/disk-format.js';
+import { DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX } from '../protocol/heartbeat-disk.js';
 import type { CheckSpec } from './checks.js';
 import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from './sysfs.js';
 

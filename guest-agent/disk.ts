@@ -3,12 +3,12 @@ import { constants } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
-import { DISK_SECTOR, diskSlotOffset, encodeDiskRecord, nextDiskSeq } from '../monitor/probes/disk-format.js';
+import { DISK_SECTOR, diskSlotOffset, encodeDiskRecord, nextDiskSeq } from '../protocol/heartbeat-disk.js';
 import { errText, type Log } from './log.js';
 
 /**
  * The heartbeat disk writer (transport 2, "disk drive"): every period one 512-byte record (format in
- * host-reader/monitor/probes/disk-format.ts) to the next slot of a small raw disk attached to the VM
+ * protocol/heartbeat-disk.ts) to the next slot of a small raw disk attached to the VM
  * (`/dev/vdb`), which the host reads as a plain image file. The device is opened once, read-write with
  * O_DSYNC (each write reaches the virtual disk before it returns, so the host sees it; fdatasync when
  * the platform has no O_DSYNC) and never created. At open the ring is read and `seq` goes on from the

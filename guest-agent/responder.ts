@@ -2,66 +2,14 @@ import { close as closeFdCb, constants, createReadStream, createWriteStream, fst
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { errText, type Log } from './log.js';
+import { LineSplitter, reply } from '../protocol/agent-ping.js';
 import type { ProcStats } from './procstat.js';
 
 /**
  * The optional responder on a serial or virtio-serial port (`/dev/ttyS1`, `/dev/virtio-ports/NAME`):
- * a line protocol for a host that wants a userspace round trip, not only the heartbeat.
- *
- *   host:  PING <n>            n: 1 to 20 digits
- *   agent: PONG <n> uptime=<s> load=<1-min load>
- *
- * Lines end with LF (a CR before it is ignored). Anything else is ignored, without a reply; a line
- * longer than MAX_LINE bytes is dropped up to its end. Nothing is queued: a reply that cannot be
- * written at once (the port is full) is dropped.
+ * it answers the host's `PING <n>` with `PONG <n> uptime=... load=...` (protocol/agent-ping.ts).
+ * Nothing is queued: a reply that cannot be written at once (the port is full) is dropped.
  */
-
-export const MAX_LINE = 128;
-
-/** Splits a byte stream into lines, holding at most `maxLine` bytes; longer lines are dropped whole. */
-export class LineSplitter {
-  #buf: Buffer[] = [];
-  #len = 0;
-  #discarding = false;
-
-  constructor(readonly maxLine = MAX_LINE) {}
-
-  push(chunk: Buffer): string[] {
-    const lines: string[] = [];
-    let start = 0;
-    for (;;) {
-      const nl = chunk.indexOf(0x0a, start);
-      const end = nl < 0 ? chunk.length : nl;
-      const piece = chunk.subarray(start, end);
-      if (!this.#discarding) {
-        if (this.#len + piece.length > this.maxLine) {
-          this.#discarding = true;
-          this.#buf = [];
-          this.#len = 0;
-        } else if (piece.length > 0) {
-          // Copy: the caller may reuse its buffer.
-          this.#buf.push(Buffer.from(piece));
-          this.#len += piece.length;
-        }
-      }
-      if (nl < 0) break;
-      if (!this.#discarding) lines.push(Buffer.concat(this.#buf, this.#len).toString('latin1').replace(/\r$/, ''));
-      this.#buf = [];
-      this.#len = 0;
-      this.#discarding = false;
-      start = nl + 1;
-    }
-    return lines;
-  }
-}
-
-/** The reply to one line, or undefined when the line is not a PING. Pure. */
-export function reply(line: string, stats: Pick<ProcStats, 'uptime' | 'load'>): string | undefined {
-  const m = /^PING ([0-9]{1,20})$/.exec(line.trim());
-  if (m === null) return undefined;
-  return `PONG ${m[1]} uptime=${stats.uptime} load=${stats.load}`;
-}
-
 /**
  * Serves the protocol over a pair of streams until `input` ends or errors. Returns a function that
  * stops serving (it removes the listeners; the caller owns the streams).

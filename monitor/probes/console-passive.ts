@@ -1,9 +1,10 @@
 import { open, stat } from 'node:fs/promises';
+import { MARK_PATTERN } from '../../protocol/mark.js';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
 import { compileRegex, errnoCode, errorText, failure, success, unknown } from './common.js';
 
 /**
- * `console-passive`: the agent's mark lines (`eve-diag mark seq=N ...`, guest-agent/marks.ts) in the
+ * `console-passive`: the agent's mark lines (`eve-diag mark seq=N ...`, protocol/mark.ts) in the
  * console logfile QEMU writes (chardev `logfile=`), read without touching the console socket (DESIGN
  * fact 8: the socket serves one client; the logfile gets everything with or without one).
  *
@@ -30,7 +31,8 @@ export interface ConsolePassiveParams {
   panicPattern?: string;
 }
 
-export const DEFAULT_MARK_PATTERN = 'eve-diag mark seq=(\\d+)';
+/** The agent's mark line (protocol/mark.ts); group 1 is its seq. */
+export const DEFAULT_MARK_PATTERN = MARK_PATTERN;
 export const DEFAULT_PANIC_PATTERN = 'Kernel panic - not syncing';
 const MAX_CARRY = 4096;
 const MAX_LINE_EVIDENCE = 300;

@@ -1,10 +1,10 @@
 import { open } from 'node:fs/promises';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
 import { errnoCode, errorText, failure, success, unknown } from './common.js';
-import { DISK_SECTOR, DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX, scanDiskRing, type DiskRecord } from './disk-format.js';
+import { DISK_SECTOR, DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX, scanDiskRing, type DiskRecord } from '../../protocol/heartbeat-disk.js';
 
 /**
- * `disk-heartbeat`: the agent's records in the heartbeat disk image (format in disk-format.ts), read
+ * `disk-heartbeat`: the agent's records in the heartbeat disk image (format in protocol/heartbeat-disk.ts), read
  * as a plain file on the host. Success when the newest valid record's seq advanced within `maxAgeMs`
  * (host time of the run that saw it advance, so the resolution is the probe period). The first run
  * is a baseline (`unknown`), unless the image was not written for longer than `maxAgeMs`. Reads at

@@ -89,4 +89,3 @@ export { HeartbeatProbe, outcomeOf, type HeartbeatParams, type HeartbeatSignal }
 export { HttpProbe, type HttpParams } from './http.js';
 export { QmpStatusProbe, QMP_STATUS_EVENTS, type QmpStatusParams, type QmpStatusEvidence, type SeenEvent } from './qmp-status.js';
 export { TcpProbe, type TcpParams } from './tcp.js';
-export * from './disk-format.js';

@@ -5,7 +5,8 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatChecks, probeCommand, probeHttp, probeTcp, reasonOf, runCheck, runChecks } from '../../guest-agent/checks.js';
+import { probeCommand, probeHttp, probeTcp, reasonOf, runCheck, runChecks } from '../../guest-agent/checks.js';
+import { formatChecks } from '../../protocol/mark.js';
 
 let tcp: Server;
 let tcpPort: number;

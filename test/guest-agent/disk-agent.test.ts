@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent, describeDuties } from '../../guest-agent/agent.js';
 import { DEFAULT_CONFIG, describeConfig, diskPeriodMs, loadConfig, parseFlags, validateFile, type AgentConfig } from '../../guest-agent/config.js';
 import { Log } from '../../guest-agent/log.js';
-import { DISK_SECTOR, scanDiskRing } from '../../monitor/probes/disk-format.js';
+import { DISK_SECTOR, scanDiskRing } from '../../protocol/heartbeat-disk.js';
 import { FakeClock } from './fake-clock.js';
 
 /** The heartbeat disk duty in the configuration (file, flag, errors) and in the agent (fake clock, temp file). */

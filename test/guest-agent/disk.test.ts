@@ -7,7 +7,7 @@ import { DISK_OPEN_FLAGS, DiskWriter, openDiskDevice, readUptimeMs, type DiskDev
 import { Log } from '../../guest-agent/log.js';
 import { Ticker } from '../../guest-agent/timing.js';
 import { DiskHeartbeatProbe } from '../../monitor/probes/disk-heartbeat.js';
-import { decodeDiskRecord, DISK_SECTOR, encodeDiskRecord, nextDiskSeq, scanDiskRing } from '../../monitor/probes/disk-format.js';
+import { decodeDiskRecord, DISK_SECTOR, encodeDiskRecord, nextDiskSeq, scanDiskRing } from '../../protocol/heartbeat-disk.js';
 import type { ProbeResult } from '../../monitor/types.js';
 import { FakeClock } from './fake-clock.js';
 

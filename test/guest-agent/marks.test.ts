@@ -3,47 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Log } from '../../guest-agent/log.js';
-import { formatMark, Marks, parseMark } from '../../guest-agent/marks.js';
+import { Marks } from '../../guest-agent/marks.js';
 import { parseLoadavg, parseMemAvailable, parseUptime, readProcStats } from '../../guest-agent/procstat.js';
 import { ConsoleSink, KMSG_PREFIX, SyslogSink, which, type LineSink } from '../../guest-agent/sinks.js';
 import { FakeRoot, PROC_SAMPLE } from './fake-tree.js';
 
 const stats = { uptime: '734.21', load: '0.08', memAvail: '401236kB' };
-
-describe('formatMark / parseMark', () => {
-  it('formats the documented line', () => {
-    expect(formatMark({ seq: 12, stats, version: '0.1.0' })).toBe('eve-diag mark seq=12 uptime=734.21 load=0.08 mem_avail=401236kB agent=0.1.0');
-  });
-
-  it('appends the checks in order', () => {
-    const line = formatMark({
-      seq: 1,
-      stats,
-      version: '0.1.0',
-      checks: [
-        { name: 'web', outcome: { ok: true } },
-        { name: 'db', outcome: { ok: false, reason: 'timeout' } },
-      ],
-    });
-    expect(line).toBe('eve-diag mark seq=1 uptime=734.21 load=0.08 mem_avail=401236kB agent=0.1.0 check.web=ok check.db=fail:timeout');
-  });
-
-  it('parses a mark back, also after a syslog header', () => {
-    const line = formatMark({ seq: 3, stats, version: '0.1.0', checks: [{ name: 'db', outcome: { ok: false, reason: 'refused' } }] });
-    expect(parseMark(`Jan  1 00:00:05 vm user.info eve-diag-agent: ${line}`)).toEqual({
-      seq: 3,
-      fields: { seq: '3', uptime: '734.21', load: '0.08', mem_avail: '401236kB', agent: '0.1.0', 'check.db': 'fail:refused' },
-    });
-    expect(parseMark('nothing here')).toBeUndefined();
-    expect(parseMark('eve-diag mark seq=x')).toBeUndefined();
-    expect(parseMark('eve-diag mark seq=1 junk')).toBeUndefined();
-  });
-
-  it('rejects a bad sequence number (programmer error)', () => {
-    expect(() => formatMark({ seq: -1, stats, version: 'v' })).toThrow(/seq/);
-    expect(() => formatMark({ seq: 1.5, stats, version: 'v' })).toThrow(/seq/);
-  });
-});
 
 describe('/proc parsers', () => {
   it.each([

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
 import { installDir } from '../../guest-agent/install/assets.js';
-import { formatMark } from '../../guest-agent/marks.js';
+import { formatMark } from '../../protocol/mark.js';
 import { readProcStats } from '../../guest-agent/procstat.js';
 import { AGENT_VERSION } from '../../guest-agent/version.js';
 import { FakeRoot, PROC_SAMPLE } from './fake-tree.js';

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
 import { buildGuestImage, GUEST_AGENT_PATH } from '../../build/guest-image.js';
 import { DiskHeartbeatProbe } from '../../monitor/probes/disk-heartbeat.js';
-import { DISK_SECTOR, scanDiskRing } from '../../monitor/probes/disk-format.js';
+import { DISK_SECTOR, scanDiskRing } from '../../protocol/heartbeat-disk.js';
 import type { ProbeResult } from '../../monitor/types.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
