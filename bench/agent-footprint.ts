@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
 import { buildAgentBundle } from '../build/agent-bundle.js';
 import { buildGuestImage, GUEST_AGENT_PATH, GUEST_SH_AGENT_PATH } from '../build/guest-image.js';
-import { installDir } from '../guest-agent/install/assets.js';
+import { installDir } from '../bake/assets.js';
 import { AGENT_VERSION } from '../guest-agent/version.js';
 import { launchGuest, stopAllGuests, type Guest } from '../test/helpers/guest.js';
 

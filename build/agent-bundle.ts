@@ -11,7 +11,7 @@
  */
 import { build } from 'esbuild';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AGENT_VERSION } from '../guest-agent/version.js';
 import { repoRoot } from './repo-root.js';
@@ -38,7 +38,12 @@ export interface AgentBundle {
   outfile: string;
   bytes: number;
   code: string;
+  /** The source files esbuild put in, relative to the repository: guest-agent/ and protocol/ only. */
+  inputs: string[];
 }
+
+/** Where the agent's code may come from: the guest side and the formats it shares with the host. */
+export const AGENT_SOURCE_DIRS = ['guest-agent/', 'protocol/'] as const;
 
 /** Builds the bundle and writes it (temp file + rename). Throws when it exceeds the size budget. */
 export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<AgentBundle> {
@@ -57,8 +62,16 @@ export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<Agen
     banner: { js: BANNER },
     footer: { js: FOOTER },
     write: false,
+    metafile: true,
     logLevel: 'silent',
   });
+  // esbuild names inputs relative to its working directory; report them relative to the repository.
+  const inputs = Object.keys(result.metafile.inputs)
+    .filter((f) => f !== '<stdin>')
+    .map((f) => relative(root, resolve(f)).split(sep).join('/'))
+    .sort();
+  const foreign = inputs.filter((f) => !AGENT_SOURCE_DIRS.some((d) => f.startsWith(d)));
+  if (foreign.length > 0) throw new Error(`the agent bundle pulls in host-side code: ${foreign.join(', ')}`);
   const out = result.outputFiles[0];
   if (out === undefined) throw new Error('esbuild produced no output');
   const code = out.text;
@@ -72,7 +85,7 @@ export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<Agen
   } finally {
     await rm(tmp, { force: true });
   }
-  return { outfile, bytes, code };
+  return { outfile, bytes, code, inputs };
 }
 
 
@@ -89,7 +102,7 @@ const isEntry = (() => {
 if (isEntry) {
   const outfile = process.argv[2];
   buildAgentBundle(outfile === undefined ? {} : { outfile }).then(
-    (b) => console.log(`wrote ${b.outfile} (${b.bytes} bytes)`),
+    (b) => console.log(`wrote ${b.outfile} (${b.bytes} bytes) from ${b.inputs.length} files: ${b.inputs.join(' ')}`),
     (e: unknown) => {
       console.error(`agent-bundle: ${(e as Error).message}`);
       process.exitCode = 1;

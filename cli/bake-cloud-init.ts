@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { INSTALL_PATHS, readInstallAssets } from '../guest-agent/install/assets.js';
+import { INSTALL_PATHS, readInstallAssets } from '../bake/assets.js';
 import { repoRoot } from '../build/repo-root.js';
-import { BUNDLE_ENCODINGS, cloudInitUserData, cronSchedule, type BundleEncoding } from '../guest-agent/install/cloud-init.js';
-import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../guest-agent/sysfs.js';
+import { BUNDLE_ENCODINGS, cloudInitUserData, cronSchedule, type BundleEncoding } from '../bake/cloud-init.js';
+import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../protocol/acpi-path.js';
 import { UsageError } from './usage-error.js';
 
 export interface BakeCloudInitFlags {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX } from '../protocol/heartbeat-disk.js';
 import type { CheckSpec } from './checks.js';
-import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from './sysfs.js';
+import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../protocol/acpi-path.js';
 
 /**
  * The agent's configuration: defaults, then `/etc/eve-diag/agent.json`, then command-line flags

@@ -1,6 +1,7 @@
 import { close as closeFd, open as openFd, read as readFd } from 'node:fs';
 import { open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { normalizeAcpiPath } from '../protocol/acpi-path.js';
 
 /**
  * The agent's thermal zone in sysfs. Linux registers each ACPI thermal zone as
@@ -11,19 +12,6 @@ import { join } from 'node:path';
  */
 
 export const THERMAL_CLASS_DIR = 'sys/class/thermal';
-export const DEFAULT_AGENT_ZONE = '\\_TZ_.EDGA';
-
-/**
- * An ACPI path in the form sysfs prints: a leading `\`, segments of 4 characters padded with `_`,
- * upper case. `\_TZ.EDGA` and `\_tz_.edga` give `\_TZ_.EDGA`. Returns undefined when `path` is not an
- * absolute ACPI name path.
- */
-export function normalizeAcpiPath(path: string): string | undefined {
-  const m = /^\\((?:[A-Za-z_][A-Za-z0-9_]{0,3})(?:\.[A-Za-z_][A-Za-z0-9_]{0,3})*)$/.exec(path.trim());
-  if (m === null) return undefined;
-  return '\\' + (m[1] as string).split('.').map((s) => s.toUpperCase().padEnd(4, '_')).join('.');
-}
-
 export type ZoneLookup =
   | { found: true; zone: string; dir: string; temp: string }
   | { found: false; reason: string };

@@ -8,7 +8,7 @@ import type { DiagLayout } from '../../acpi/diag/layout.js';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
 import { buildGuestImage, GUEST_AGENT_PATH, GUEST_SH_AGENT_PATH } from '../../build/guest-image.js';
-import { installDir } from '../../guest-agent/install/assets.js';
+import { installDir } from '../../bake/assets.js';
 import { parseMark } from '../../protocol/mark.js';
 import { AGENT_VERSION } from '../../guest-agent/version.js';
 import type { HeartbeatReport } from '../../host-reader/region/assess.js';

@@ -10,17 +10,25 @@ import { FakeRoot, PROC_SAMPLE } from './fake-tree.js';
 let dir: string;
 let bundle: string;
 let bytes: number;
+let inputs: string[];
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'eve-diag-bundle-'));
   const b = await buildAgentBundle({ outfile: join(dir, 'eve-diag-agent.js') });
   bundle = b.outfile;
   bytes = b.bytes;
+  inputs = b.inputs;
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const run = (file: string, ...args: string[]) => spawnSync(process.execPath, [file, ...args], { encoding: 'utf8', timeout: 20_000 });
 
 describe('the agent bundle', () => {
+  it('is made of guest-side code and the shared protocol formats only', () => {
+    expect(inputs).toContain('guest-agent/main.ts');
+    expect(inputs).toContain('protocol/heartbeat-disk.ts');
+    for (const f of inputs) expect(f).toMatch(/^(guest-agent|protocol)\//);
+  });
+
   it(`is one file under ${AGENT_BUNDLE_MAX_BYTES / 1024} KB with a node shebang`, () => {
     console.log(`agent bundle: ${bytes} bytes`);
     expect(bytes).toBeLessThan(AGENT_BUNDLE_MAX_BYTES);

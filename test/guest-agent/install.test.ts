@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
-import { INSTALL_PATHS, installDir, readInstallAssets, setCronJob, setExecStart, type InstallAssets } from '../../guest-agent/install/assets.js';
+import { INSTALL_PATHS, installDir, readInstallAssets, setCronJob, setExecStart, type InstallAssets } from '../../bake/assets.js';
 import { FakeRoot, PROC_SAMPLE } from './fake-tree.js';
 
 let assets: InstallAssets;
@@ -160,7 +160,13 @@ describe('init scripts', () => {
       expect(init('start').status).toBe(0);
       try {
         const pid = readFileSync(env.EVE_DIAG_PIDFILE, 'utf8').trim();
-        expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual(expect.arrayContaining([env.EVE_DIAG_SH_AGENT, 'heartbeat', '--period', '0.5']));
+        // start-stop-daemon -b -m writes the pidfile in its forked child before that child execs the
+        // agent: until the exec, /proc/PID/cmdline is start-stop-daemon's own (seen under load).
+        const want = [env.EVE_DIAG_SH_AGENT, 'heartbeat', '--period', '0.5'];
+        const cmdline = () => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        const deadline = Date.now() + 10_000;
+        while (!want.every((w) => cmdline().includes(w)) && Date.now() < deadline) spawnSync('sleep', ['0.05']);
+        expect(cmdline()).toEqual(expect.arrayContaining(want));
       } finally {
         expect(init('stop').status).toBe(0);
       }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
-import { installDir } from '../../guest-agent/install/assets.js';
+import { installDir } from '../../bake/assets.js';
 import { formatMark } from '../../protocol/mark.js';
 import { readProcStats } from '../../guest-agent/procstat.js';
 import { AGENT_VERSION } from '../../guest-agent/version.js';

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findZone, normalizeAcpiPath, readZoneTemp, ZoneTempReader, type SysfsFs } from '../../guest-agent/sysfs.js';
+import { findZone, readZoneTemp, ZoneTempReader, type SysfsFs } from '../../guest-agent/sysfs.js';
 import { FakeRoot } from './fake-tree.js';
 
 let roots: FakeRoot[] = [];
@@ -13,22 +13,6 @@ const fakeRoot = () => {
 afterEach(() => {
   for (const r of roots) r.cleanup();
   roots = [];
-});
-
-describe('normalizeAcpiPath', () => {
-  it.each([
-    ['\\_TZ_.EDGA', '\\_TZ_.EDGA'],
-    ['\\_TZ.EDGA', '\\_TZ_.EDGA'],
-    ['\\_tz.edga', '\\_TZ_.EDGA'],
-    ['\\_SB.PCI0.A', '\\_SB_.PCI0.A___'],
-    [' \\_TZ_.EDGA\n', '\\_TZ_.EDGA'],
-  ])('%j -> %j', (input, want) => {
-    expect(normalizeAcpiPath(input)).toBe(want);
-  });
-
-  it.each(['_TZ_.EDGA', '\\', '\\_TZ_.EDGAX', '\\_TZ_..EDGA', '\\1BAD', '\\_TZ_/EDGA', ''])('rejects %j', (bad) => {
-    expect(normalizeAcpiPath(bad)).toBeUndefined();
-  });
 });
 
 describe('findZone over a fake sysfs', () => {

@@ -1,7 +1,7 @@
 import { gzipSync } from 'node:zlib';
 import { Document, isSeq } from 'yaml';
 import { INSTALL_PATHS, setCronJob, setExecStart, type InstallAssets } from './assets.js';
-import { DEFAULT_AGENT_ZONE } from '../sysfs.js';
+import { DEFAULT_AGENT_ZONE } from '../protocol/acpi-path.js';
 
 /**
  * cloud-init user-data (`#cloud-config`) that installs the guest agent into a VM at its first boot:

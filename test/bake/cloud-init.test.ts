@@ -5,8 +5,8 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
-import { INSTALL_PATHS, readInstallAssets, type InstallAssets } from '../../guest-agent/install/assets.js';
-import { cronSchedule } from '../../guest-agent/install/cloud-init.js';
+import { INSTALL_PATHS, readInstallAssets, type InstallAssets } from '../../bake/assets.js';
+import { cronSchedule } from '../../bake/cloud-init.js';
 import { validateFile } from '../../guest-agent/config.js';
 import { runCli } from '../helpers/cli.js';
 

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildAgentBundle } from '../../build/agent-bundle.js';
 import { register as registerBake } from '../../cli/bake.js';
 import { UsageError } from '../../cli/usage-error.js';
-import { readInstallAssets, type InstallAssets } from '../../guest-agent/install/assets.js';
-import { GuestfishSession, IMAGE_PATHS as P, libguestfsEnv } from '../../guest-agent/install/image.js';
+import { readInstallAssets, type InstallAssets } from '../../bake/assets.js';
+import { GuestfishSession, IMAGE_PATHS as P, libguestfsEnv } from '../../bake/image.js';
 import { validateFile } from '../../guest-agent/config.js';
 
 /**

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bakeImageCommand, type BakeImageFlags } from '../../cli/bake-image.js';
-import { readInstallAssets, type InstallAssets } from '../../guest-agent/install/assets.js';
+import { readInstallAssets, type InstallAssets } from '../../bake/assets.js';
 import {
   BakeInputError,
   describePlan,
@@ -21,7 +21,7 @@ import {
   type ImageFacts,
   type ImageOp,
   type ImagePlanOptions,
-} from '../../guest-agent/install/image.js';
+} from '../../bake/image.js';
 import { validateFile } from '../../guest-agent/config.js';
 import { runCli } from '../helpers/cli.js';
 
