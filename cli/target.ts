@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { DiagLayout } from '../acpi/diag/layout.js';
-import { eveDomPaths, loadLayout, MEMORY_PATHS, SessionInputError, type MemoryPath } from '../host-reader/session.js';
+import { EVE_DOM_RE, EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
+import { loadLayout, MEMORY_PATHS, SessionInputError, type MemoryPath } from '../host-reader/session.js';
 import { UsageError } from './usage-error.js';
 
 /** Options shared by every command that names a VM. */
@@ -15,7 +16,7 @@ export interface TargetFlags {
 export function addTargetOptions(c: Command): Command {
   return c
     .option('--qmp <socket>', "the VM's QMP unix socket")
-    .option('--eve-dom <name>', 'an EVE VM: uses /run/hypervisor/kvm/<name>/qmp')
+    .option('--eve-dom <name>', `an EVE VM: uses ${EVE_KVM_DIR}/<name>/qmp`)
     .requiredOption('--layout <file.json>', 'the layout written by `eve-diag ssdt build`')
     .option('--memory <path>', `how to read guest memory: ${MEMORY_PATHS.join(', ')}`, 'pmemsave')
     .option('--mem-path <file>', 'with --memory file: the memory-backend-file mem-path of the VM');
@@ -23,7 +24,7 @@ export function addTargetOptions(c: Command): Command {
 
 export function resolveTarget(f: TargetFlags): { qmpPath: string; memory: MemoryPath } {
   if (f.qmp && f.eveDom) throw new UsageError('--qmp', f.qmp, 'give either --qmp or --eve-dom, not both');
-  if (f.eveDom !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(f.eveDom)) {
+  if (f.eveDom !== undefined && !EVE_DOM_RE.test(f.eveDom)) {
     throw new UsageError('--eve-dom', f.eveDom, 'an EVE domain name (letters, digits, . _ -)');
   }
   const qmpPath = f.qmp ?? (f.eveDom !== undefined ? eveDomPaths(f.eveDom).qmp : undefined);

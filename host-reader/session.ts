@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { DiagLayout } from '../acpi/diag/layout.js';
 import { FileBackedMemory } from './memory/file-backed.js';
 import type { GuestMemory } from './memory/guest-memory.js';
@@ -9,13 +8,6 @@ import { QmpClient } from './qmp/index.js';
 import { HeartbeatPoller, RegionReader } from './reader.js';
 import type { AssessOptions } from './region/assess.js';
 import { parseMtreeLowRam } from './region/discover.js';
-
-/** Where EVE keeps a VM's sockets (DESIGN, "EVE facts"). */
-export const EVE_KVM_DIR = '/run/hypervisor/kvm';
-export function eveDomPaths(dom: string): { qmp: string; console: string; consoleLog: string } {
-  const dir = join(EVE_KVM_DIR, dom);
-  return { qmp: join(dir, 'qmp'), console: join(dir, 'cons'), consoleLog: join(dir, 'cons.log') };
-}
 
 export type MemoryPath = 'pmemsave' | 'xp' | 'file';
 export const MEMORY_PATHS: readonly MemoryPath[] = ['pmemsave', 'xp', 'file'];

@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import { EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
 import type { ProbeSpec } from './probes/index.js';
 import { DEFAULT_TIMING, type AppTarget, type ScenarioTiming } from './types.js';
 
@@ -78,7 +79,7 @@ export interface MonitorConfig {
   apps: AppConfig[];
 }
 
-export const EVE_ROOT_DEFAULT = '/run/hypervisor/kvm';
+export const EVE_ROOT_DEFAULT = EVE_KVM_DIR;
 export const SPOOL_DIR_DEFAULT = '/var/lib/eve-diag/spool';
 export const COOLDOWN_MS_DEFAULT = 300_000;
 export const COLLECTOR_TIMEOUT_MS_DEFAULT = 10_000;
@@ -613,10 +614,10 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
 
 const PATH_TRANSPORTS = ['qmp', 'console', 'consoleLog', 'layout', 'agentPort', 'heartbeatDisk', 'qga'] as const;
 
-/** EVE's per-domain paths (DESIGN, "EVE facts"); `cons.log` is our choice (EVE has no fixed one). */
+/** EVE's per-domain paths (host-reader/eve.ts); `cons.log` is our choice (EVE has no fixed one). */
 export function eveDomTarget(root: string, dom: string): Pick<AppTarget, 'qmp' | 'console' | 'consoleLog' | 'consoleMux'> {
-  const dir = join(root, dom);
-  return { qmp: join(dir, 'qmp'), console: join(dir, 'cons'), consoleLog: join(dir, 'cons.log'), consoleMux: true };
+  const p = eveDomPaths(dom, root);
+  return { qmp: p.qmp, console: p.console, consoleLog: p.consoleLog, consoleMux: true };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { eveDomPaths } from '../host-reader/eve.js';
 import { defaultScenarios, eveDomTarget, type AppConfig, type MonitorConfig } from './config.js';
 import type { AppTarget } from './types.js';
 
@@ -89,8 +89,8 @@ export async function listEveDomains(root: string): Promise<DomainEntry[]> {
     );
   return Promise.all(
     names.slice(0, MAX_DOMAINS).map(async (name) => {
-      const dir = join(root, name);
-      const [hasQmp, hasCons] = await Promise.all([exists(join(dir, 'qmp')), exists(join(dir, 'cons'))]);
+      const p = eveDomPaths(name, root);
+      const [hasQmp, hasCons] = await Promise.all([exists(p.qmp), exists(p.console)]);
       return { name, hasQmp, hasCons };
     }),
   );
