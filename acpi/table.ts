@@ -112,3 +112,30 @@ export class DefinitionBlock {
     return buildTable(this.header, encodeList(this.body));
   }
 }
+
+/** Largest table eve-diag reads or passes to QEMU: ACPI lengths are 32-bit, but a table QEMU loads is a few KiB. */
+export const MAX_TABLE_BYTES = 16 * 1024 * 1024;
+
+export type TableCheck =
+  | { ok: true; header: TableHeader; table: Uint8Array; checksum: { valid: boolean; sum: number } }
+  | { ok: false; reason: string };
+
+/**
+ * Whether `bytes` hold one ACPI table: a 36-byte header with a printable signature and a length that
+ * fits in `bytes` (`exact`: equal to it, as a file for `-acpitable` must be: QEMU only warns about a
+ * mismatch and loads the whole file). The table is `bytes` up to the header's length. The checksum is
+ * reported, not required: a dump of our table from guest memory is a table whatever its checksum.
+ * Pure; every length is checked against `bytes` and MAX_TABLE_BYTES.
+ */
+export function checkTable(bytes: Uint8Array, opts: { exact?: boolean } = {}): TableCheck {
+  if (bytes.length > MAX_TABLE_BYTES) return { ok: false, reason: `${bytes.length} bytes, more than ${MAX_TABLE_BYTES}` };
+  if (bytes.length < HEADER_SIZE) return { ok: false, reason: `${bytes.length} bytes, shorter than the ${HEADER_SIZE}-byte header` };
+  const header = parseHeader(bytes);
+  if (!/^[\x21-\x7e]{4}$/.test(header.signature)) return { ok: false, reason: `signature ${JSON.stringify(header.signature)} is not 4 printable characters` };
+  if (header.length < HEADER_SIZE || header.length > bytes.length || (opts.exact === true && header.length !== bytes.length)) {
+    return { ok: false, reason: `header length ${header.length}, file ${bytes.length} bytes${opts.exact === true ? ' (they must be equal)' : ''}` };
+  }
+  const table = bytes.subarray(0, header.length);
+  const sum = byteSum(table);
+  return { ok: true, header, table, checksum: { valid: sum === 0, sum } };
+}

@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { byteSum, HEADER_SIZE, parseHeader } from '../acpi/table.js';
+import { EVE_DOM_RE, EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
 import { QEMU_ARGS_FORMATS, QemuArgsError, renderQemuArgs, type QemuArgsFormat, type QemuArgsSpec } from '../host-reader/qemu-args/index.js';
+import { readTableFile } from './table-file.js';
 import { UsageError } from './usage-error.js';
 
 export interface QemuArgsFlags {
@@ -17,34 +17,12 @@ export interface QemuArgsFlags {
   eveDom?: string;
 }
 
-/** Where EVE keeps a VM's sockets (DESIGN, "EVE facts"). */
-export const EVE_KVM_DIR = '/run/hypervisor/kvm';
-
-/** The EVE layout for `--eve-dom NAME`: EVE's QMP and console socket paths, and our console log beside them. */
-export function eveDomPaths(name: string): { qmp: string; console: string; consoleLog: string } {
-  const dir = `${EVE_KVM_DIR}/${name}`;
-  return { qmp: `${dir}/qmp`, console: `${dir}/cons`, consoleLog: `${dir}/cons.log` };
-}
-
-/** Largest table file accepted: ACPI lengths are 32-bit, but a table QEMU loads is a few KiB. */
-const MAX_TABLE_BYTES = 16 * 1024 * 1024;
-
 /** Checks that `file` holds exactly one ACPI table (36-byte header, length = file size, checksum 0). */
-async function checkTable(flag: string, typed: string, file: string): Promise<void> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (e) {
-    throw new UsageError(flag, typed, `cannot read the table: ${(e as Error).message}`, { cause: e });
+async function checkTableFile(flag: string, typed: string, file: string): Promise<void> {
+  const t = await readTableFile(flag, typed, file, { exact: true });
+  if (!t.checksum.valid) {
+    throw new UsageError(flag, typed, `not an ACPI table: checksum invalid (bytes sum to 0x${t.checksum.sum.toString(16).padStart(2, '0')}): a damaged file?`);
   }
-  const notTable = (why: string) => new UsageError(flag, typed, `not an ACPI table: ${why}`);
-  if (bytes.length > MAX_TABLE_BYTES) throw notTable(`${bytes.length} bytes, more than ${MAX_TABLE_BYTES}`);
-  if (bytes.length < HEADER_SIZE) throw notTable(`${bytes.length} bytes, shorter than the ${HEADER_SIZE}-byte header`);
-  const h = parseHeader(bytes);
-  if (!/^[\x21-\x7e]{4}$/.test(h.signature)) throw notTable(`signature ${JSON.stringify(h.signature)} is not 4 printable characters`);
-  // QEMU only warns about a length mismatch and loads the whole file: a truncated or padded file is an error here.
-  if (h.length !== bytes.length) throw notTable(`header length ${h.length}, file ${bytes.length} bytes`);
-  if (byteSum(bytes) !== 0) throw notTable(`checksum invalid (bytes sum to 0x${byteSum(bytes).toString(16).padStart(2, '0')}): a damaged file?`);
 }
 
 /** A path flag: non-empty, made absolute against the current directory (QEMU may run elsewhere). */
@@ -53,9 +31,6 @@ function pathFlag(flag: string, value: string | undefined): string | undefined {
   if (value === '') throw new UsageError(flag, value, 'a path is required');
   return resolve(value);
 }
-
-// EVE's domain names are a UUID plus version and instance numbers (`<uuid>.1.1`): one path segment.
-const EVE_DOM_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** The flag that sets each spec field, so a model error names what the user typed. */
 const FLAG_OF: Record<string, string> = {
@@ -97,7 +72,7 @@ export async function qemuArgs(flags: QemuArgsFlags, out: (s: string) => void): 
   if (consLog !== undefined && cons === undefined) throw new UsageError('--console', undefined, 'required with --console-log');
 
   const table = pathFlag('--table', flags.table) as string;
-  await checkTable('--table', flags.table, table);
+  await checkTableFile('--table', flags.table, table);
   const erst = pathFlag('--erst', flags.erst);
   const gdb = pathFlag('--gdb', flags.gdb);
   const spec: QemuArgsSpec = {

@@ -1,15 +1,12 @@
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { definitionBlockAsl } from '../acpi/asl/emit.js';
 import { decodeTable } from '../acpi/decode/decode.js';
-import { REGION_MAGIC, TIMER_UNIT_NS } from '../acpi/diag/layout.js';
+import { TIMER_UNIT_NS } from '../acpi/diag/layout.js';
 import { AcpiError } from '../acpi/errors.js';
-import { byteSum, HEADER_SIZE, parseHeader } from '../acpi/table.js';
-import { decodeRegion, intervalsNewestFirst, type DecodedRegion } from '../host-reader/region/decode.js';
-import { EXIT_FAILURE, ExitStatus, UsageError } from './usage-error.js';
-
-/** Largest file `ssdt inspect` reads: ACPI table lengths are 32-bit, but ours are a few KiB. */
-const MAX_TABLE_BYTES = 16 * 1024 * 1024;
+import type { parseHeader } from '../acpi/table.js';
+import { findRegion, intervalsNewestFirst, type DecodedRegion } from '../host-reader/region/decode.js';
+import { readTableFile } from './table-file.js';
+import { EXIT_FAILURE, ExitStatus } from './usage-error.js';
 
 export interface InspectResult {
   file: string;
@@ -21,39 +18,14 @@ export interface InspectResult {
   decodeError?: string;
 }
 
-function findRegion(table: Uint8Array): { offset: number; region: DecodedRegion } | { error: string } | null {
-  const magic = Buffer.from(REGION_MAGIC, 'latin1');
-  const buf = Buffer.from(table.buffer, table.byteOffset, table.byteLength);
-  let firstError: string | null = null;
-  for (let at = buf.indexOf(magic); at >= 0; at = buf.indexOf(magic, at + 1)) {
-    const r = decodeRegion(table.subarray(at));
-    if (r.ok) return { offset: at, region: r.region };
-    firstError ??= `at offset ${at}: ${r.field}: ${r.reason}`;
-  }
-  return firstError ? { error: firstError } : null;
-}
-
 export async function ssdtInspect(file: string): Promise<InspectResult> {
-  let bytes: Uint8Array;
-  try {
-    const buf = await readFile(file);
-    if (buf.length > MAX_TABLE_BYTES) throw new Error(`larger than ${MAX_TABLE_BYTES} bytes`);
-    bytes = new Uint8Array(buf);
-  } catch (e) {
-    throw new UsageError('FILE', file, `cannot read: ${(e as Error).message}`, { cause: e });
-  }
-  if (bytes.length < HEADER_SIZE) throw new UsageError('FILE', file, `not an ACPI table: ${bytes.length} bytes, a header is ${HEADER_SIZE}`);
-  const header = parseHeader(bytes);
-  if (header.length < HEADER_SIZE || header.length > bytes.length) {
-    throw new UsageError('FILE', file, `not an ACPI table: header length ${header.length}, file ${bytes.length} bytes`);
-  }
-  const table = bytes.subarray(0, header.length);
-  const sum = byteSum(table);
+  // A dump from guest memory may run past the table: the header's length says where it ends.
+  const { header, table, checksum } = await readTableFile('FILE', file, file);
   const found = findRegion(table);
   const result: InspectResult = {
     file,
     header,
-    checksum: { valid: sum === 0, sum },
+    checksum,
     region: found && 'region' in found ? { offset: found.offset, ...found.region } : null,
   };
   if (found && 'error' in found) result.regionError = found.error;

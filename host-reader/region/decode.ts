@@ -170,3 +170,20 @@ export function intervalsNewestFirst(region: Pick<DecodedRegion, 'ring' | 'kerne
   }
   return out;
 }
+
+/**
+ * The first eve-diag region in `table` (a table file or a dump of one), found by its magic: its offset
+ * and decoded values; the reason the first candidate did not decode when none does; null when the
+ * magic is nowhere. Each candidate is decoded with every bound of decodeRegion.
+ */
+export function findRegion(table: Uint8Array): { offset: number; region: DecodedRegion } | { error: string } | null {
+  const magic = Buffer.from(REGION_MAGIC, 'latin1');
+  const buf = Buffer.from(table.buffer, table.byteOffset, table.byteLength);
+  let firstError: string | null = null;
+  for (let at = buf.indexOf(magic); at >= 0; at = buf.indexOf(magic, at + 1)) {
+    const r = decodeRegion(table.subarray(at));
+    if (r.ok) return { offset: at, region: r.region };
+    firstError ??= `at offset ${at}: ${r.field}: ${r.reason}`;
+  }
+  return firstError ? { error: firstError } : null;
+}
