@@ -10,10 +10,11 @@
  * that first gets `require` from `import("node:module")` (dynamic import works in both module kinds).
  */
 import { build } from 'esbuild';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AGENT_VERSION } from '../guest-agent/version.js';
+import { writeFileAtomically } from '../util/atomic-write.js';
 import { repoRoot } from './repo-root.js';
 
 export const AGENT_BUNDLE_NAME = 'eve-diag-agent.js';
@@ -45,7 +46,7 @@ export interface AgentBundle {
 /** Where the agent's code may come from: the guest side and the formats it shares with the host. */
 export const AGENT_SOURCE_DIRS = ['guest-agent/', 'protocol/'] as const;
 
-/** Builds the bundle and writes it (temp file + rename). Throws when it exceeds the size budget. */
+/** Builds the bundle and writes it atomically. Throws when it exceeds the size budget. */
 export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<AgentBundle> {
   const root = repoRoot();
   const outfile = resolve(o.outfile ?? join(root, 'dist', AGENT_BUNDLE_NAME));
@@ -78,13 +79,7 @@ export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<Agen
   const bytes = Buffer.byteLength(code);
   if (bytes > AGENT_BUNDLE_MAX_BYTES) throw new Error(`agent bundle is ${bytes} bytes, over the ${AGENT_BUNDLE_MAX_BYTES} byte budget`);
   await mkdir(dirname(outfile), { recursive: true });
-  const tmp = `${outfile}.${process.pid}.tmp`;
-  try {
-    await writeFile(tmp, code, { mode: 0o755 });
-    await rename(tmp, outfile);
-  } finally {
-    await rm(tmp, { force: true });
-  }
+  await writeFileAtomically(outfile, code, 0o755);
   return { outfile, bytes, code, inputs };
 }
 

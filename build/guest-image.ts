@@ -8,11 +8,12 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, realpath } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { encodeCpio, type CpioEntry } from './cpio.js';
 import { hostKernel, type GuestKernel } from './kernels.js';
+import { writeFileAtomically } from '../util/atomic-write.js';
 import { repoRoot } from './repo-root.js';
 
 /** Bump when the image layout or compression changes in a way the cpio bytes alone would not show. */
@@ -111,14 +112,8 @@ export async function buildGuestImage(opts: GuestImageOptions = {}): Promise<Gue
   const initrd = join(dir, 'initrd.img');
   if (!existsSync(initrd)) {
     await mkdir(dir, { recursive: true });
-    // Temp file + rename: a concurrent builder or a crash never leaves a half-written image in place.
-    const tmp = `${initrd}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    try {
-      await writeFile(tmp, gzipSync(cpio, { level: 9 }));
-      await rename(tmp, initrd);
-    } finally {
-      await rm(tmp, { force: true });
-    }
+    // A concurrent builder or a crash never leaves a half-written image in place.
+    await writeFileAtomically(initrd, gzipSync(cpio, { level: 9 }));
   }
   return { kernel: kernel.vmlinuz, release: kernel.release, initrd, key };
 }

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { definitionBlockAsl } from '../acpi/asl/emit.js';
 import { DEFAULTS, buildDiagSsdt } from '../acpi/diag/ssdt.js';
 import { AmlValueError } from '../acpi/errors.js';
-import { ensureDir, writeFilesAtomically } from './atomic-write.js';
+import { ensureDir, writeFilesAtomically } from '../util/atomic-write.js';
 import { UsageError } from './usage-error.js';
 
 export interface SsdtBuildFlags {

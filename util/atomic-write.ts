@@ -1,22 +1,50 @@
+/**
+ * Writing files so that a reader sees the old content or the new, never half of it: each file is
+ * written to a hidden temporary beside its target (same filesystem), flushed to disk, then renamed
+ * over it; on any failure the temporaries are removed and nothing is left behind. The one helper
+ * for every file eve-diag writes whole (CLI outputs, the agent bundle, the guest image).
+ */
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
+export interface AtomicFile {
+  path: string;
+  data: string | Uint8Array;
+  /** Default 0o644. */
+  mode?: number;
+}
+
+async function writeSynced(path: string, data: string | Uint8Array, mode: number): Promise<void> {
+  // 'wx': never follow or reuse something already at the temporary's name.
+  const fh = await open(path, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
- * Write several files so that either all appear or none do (as far as a filesystem allows):
- * every file is first written to a hidden temporary beside its target, then all are renamed.
- * On any write failure the temporaries are removed and nothing is left behind.
+ * Writes several files so that either all appear or none do (as far as a filesystem allows): every
+ * file is written and flushed first, then all are renamed.
  */
-export async function writeFilesAtomically(files: Array<{ path: string; data: string | Uint8Array; mode?: number }>): Promise<void> {
-  const tag = randomBytes(4).toString('hex');
+export async function writeFilesAtomically(files: readonly AtomicFile[]): Promise<void> {
+  const tag = `${process.pid}.${randomBytes(4).toString('hex')}`;
   const temps = files.map((f) => join(dirname(f.path), `.${basename(f.path)}.${tag}.tmp`));
   try {
-    await Promise.all(files.map((f, i) => writeFile(temps[i] as string, f.data, { mode: f.mode ?? 0o644, flag: 'wx' })));
-    for (let i = 0; i < files.length; i++) await rename(temps[i] as string, (files[i] as { path: string }).path);
+    await Promise.all(files.map((f, i) => writeSynced(temps[i] as string, f.data, f.mode ?? 0o644)));
+    for (let i = 0; i < files.length; i++) await rename(temps[i] as string, (files[i] as AtomicFile).path);
   } catch (e) {
     await Promise.all(temps.map((t) => rm(t, { force: true })));
     throw e;
   }
+}
+
+/** One file, atomically. */
+export function writeFileAtomically(path: string, data: string | Uint8Array, mode?: number): Promise<void> {
+  return writeFilesAtomically([{ path, data, ...(mode === undefined ? {} : { mode }) }]);
 }
 
 /**
