@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { repoRoot } from '../build/repo-root.js';
+import { repoRoot } from '../util/repo-root.js';
 
 /**
  * The install assets in this directory (systemd units, cron line, sysctl drop-in, init scripts, the

@@ -7,7 +7,7 @@ import { join, posix, resolve } from 'node:path';
 import { INSTALL_PATHS, setCronJob, setExecStart, type InstallAssets } from './assets.js';
 import { cronSchedule } from './cloud-init.js';
 import { DEFAULT_AGENT_ZONE } from '../protocol/acpi-path.js';
-import { findOnPath } from '../build/which.js';
+import { findOnPath } from '../util/which.js';
 
 /**
  * `eve-diag bake image`: writes the guest agent and its service into an existing disk image, offline,

@@ -527,7 +527,7 @@ async function main(): Promise<void> {
   };
   const onSignal = (sig: NodeJS.Signals) => {
     console.error(`${sig}: stopping every QEMU`);
-    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143)).catch(() => undefined);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);

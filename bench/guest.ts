@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../build/guest-image.js';
 import { qemuArgv, qemuOptValue } from '../host-reader/qemu-args/index.js';
-import { findOnPath } from '../build/which.js';
+import { findOnPath } from '../util/which.js';
 
 export interface BenchGuestOptions {
   /** The ACPI table file (`-acpitable`). */

@@ -293,7 +293,7 @@ async function main(): Promise<void> {
     await rm(tableFile, { force: true });
   };
   const onSignal = (sig: NodeJS.Signals) => {
-    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143)).catch(() => undefined);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);

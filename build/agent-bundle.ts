@@ -15,7 +15,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AGENT_VERSION } from '../guest-agent/version.js';
 import { writeFileAtomically } from '../util/atomic-write.js';
-import { repoRoot } from './repo-root.js';
+import { repoRoot } from '../util/repo-root.js';
 
 export const AGENT_BUNDLE_NAME = 'eve-diag-agent.js';
 /** The agent's size budget (the limit). */

@@ -18,7 +18,7 @@ import { openSession, type Session } from '../host-reader/session.js';
 import type { Poll } from '../host-reader/reader.js';
 import { buildGuestImage, GUEST_READY_LINE } from './guest-image.js';
 import { bzImageVersion } from './kernels.js';
-import { findOnPath } from './which.js';
+import { findOnPath } from '../util/which.js';
 
 const PACKAGES = ['qemu-system-x86', 'seabios', 'linux-image-amd64', 'busybox-static'];
 const PERIOD_MS = 1000;
@@ -82,7 +82,9 @@ async function main(): Promise<number> {
     await exited;
     clearTimeout(t);
   };
-  const onSignal = () => void stopQemu().then(() => process.exit(130));
+  const onSignal = () => {
+    stopQemu().finally(() => process.exit(130)).catch(() => undefined);
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {

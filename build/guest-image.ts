@@ -14,7 +14,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { encodeCpio, type CpioEntry } from './cpio.js';
 import { hostKernel, type GuestKernel } from './kernels.js';
 import { writeFileAtomically } from '../util/atomic-write.js';
-import { repoRoot } from './repo-root.js';
+import { repoRoot } from '../util/repo-root.js';
 
 /** Bump when the image layout or compression changes in a way the cpio bytes alone would not show. */
 export const GUEST_IMAGE_BUILDER_VERSION = 1;

@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { access, constants, mkdir, mkdtemp, open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { repoRoot } from './repo-root.js';
+import { repoRoot } from '../util/repo-root.js';
 
 export interface GuestKernel {
   /** `uname -r` of the kernel: `6.12.95+deb12-amd64`. */

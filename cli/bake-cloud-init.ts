@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { INSTALL_PATHS, readInstallAssets } from '../bake/assets.js';
-import { repoRoot } from '../build/repo-root.js';
+import { repoRoot } from '../util/repo-root.js';
 import { BUNDLE_ENCODINGS, cloudInitUserData, cronSchedule, type BundleEncoding } from '../bake/cloud-init.js';
 import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../protocol/acpi-path.js';
 import { UsageError } from './usage-error.js';

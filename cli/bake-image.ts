@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readInstallAssets } from '../bake/assets.js';
-import { repoRoot } from '../build/repo-root.js';
+import { repoRoot } from '../util/repo-root.js';
 import { cronSchedule } from '../bake/cloud-init.js';
 import { BakeInputError, bakeImage, describePlan, IMAGE_FORMATS, INIT_SYSTEMS, type ImageFormat, type InitSystem } from '../bake/image.js';
 import { UsageError } from './usage-error.js';

@@ -70,7 +70,13 @@ const isEntry = (() => {
   }
 })();
 if (isEntry) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      console.error(`eve-diag: ${(e as Error)?.stack ?? String(e)}`);
+      process.exitCode = 1;
+    },
+  );
 }

@@ -126,7 +126,7 @@ export class Agent {
           return () => clock.clearTimeout(h);
         },
       });
-      void this.#responder.start();
+      this.#responder.start().catch((e: unknown) => log.problem('responder:bug', `responder: ${errText(e)}`));
     }
     if (config.disk !== null) {
       const periodMs = diskPeriodMs(config);

@@ -146,7 +146,7 @@ export class DiskWriter {
   /** Stops writing and closes the device (at the end of a step in progress). */
   close(): void {
     this.#closed = true;
-    if (!this.#busy) void this.#drop();
+    if (!this.#busy) this.#drop().catch((e: unknown) => this.deps.log.problem(`${KEY}:close`, `disk heartbeat: closing ${this.options.path}: ${errText(e)}`));
   }
 
   async #step(now: number): Promise<void> {

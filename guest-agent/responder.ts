@@ -166,7 +166,7 @@ export class Responder {
     if (this.#stopped || this.#cancelRetry !== undefined) return;
     this.#cancelRetry = this.deps.later(() => {
       this.#cancelRetry = undefined;
-      void this.#open();
+      this.#open().catch((e: unknown) => this.deps.log.problem('responder:bug', `responder: ${errText(e)}`));
     }, this.retryMs);
   }
 

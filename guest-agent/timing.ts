@@ -55,7 +55,9 @@ export class Ticker {
   #arm(): void {
     if (!this.#running) return;
     const wait = Math.max(0, this.#due - this.clock.now());
-    this.#timer = this.clock.setTimeout(() => void this.#tick(), wait);
+    this.#timer = this.clock.setTimeout(() => {
+      this.#tick().catch((e: unknown) => this.onError(e));
+    }, wait);
   }
 
   async #tick(): Promise<void> {

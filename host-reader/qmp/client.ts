@@ -376,7 +376,8 @@ export class QmpClient {
       throw new TypeError(`QmpClient.on: listener must be a function, got ${typeof listener}`);
     }
     const subscription = this.events(names);
-    void this.#pump(subscription, listener);
+    // #pump never rejects: it reports its listener's errors to onListenerError and returns when the subscription ends.
+    this.#pump(subscription, listener).catch(() => undefined);
     return () => subscription.close();
   }
 
@@ -507,7 +508,8 @@ export class QmpClient {
     disposeGuard();
     this.#handshake = undefined;
     this.#transition('running');
-    void this.#readLoop(lines);
+    // The loop catches everything itself; a throw from #shutdown would be a bug with nothing left to close.
+    this.#readLoop(lines).catch(() => undefined);
   }
 
   /** The session's read loop: it only ends by shutting the client down. It never rejects. */

@@ -140,12 +140,13 @@ export class QmpLink {
     this.#client = client;
     const generation = ++this.#generation;
     for (const hook of this.#hooks.keys()) this.#hooks.set(hook, runHook(hook, client, generation));
-    void client.closed.then(() => {
+    const gone = () => {
       if (this.#client === client) {
         this.#client = undefined;
         this.#endHooks();
       }
-    });
+    };
+    client.closed.then(gone, gone);
     return client;
   }
 
@@ -166,7 +167,8 @@ export class QmpLink {
     if (this.#idle !== undefined) clearTimeout(this.#idle);
     this.#idle = setTimeout(() => {
       this.#idle = undefined;
-      void this.reset();
+      // Closing a QMP client only settles its own promises; a failure leaves nothing to undo.
+      this.reset().catch(() => undefined);
     }, holdMs);
     this.#idle.unref?.();
   }

@@ -283,8 +283,10 @@ export class FakeQmpServer {
     const handler = this.#handlers.get(execute) ?? {
       error: { class: 'CommandNotFound', desc: `The command ${execute} has not been found` },
     };
-    void Promise.resolve(typeof handler === 'function' ? handler(command, this) : handler).then((reply) =>
-      this.#send(connection, reply, id),
+    // A handler that throws is a test bug: answer it as QEMU would answer a failed command.
+    Promise.resolve(typeof handler === 'function' ? handler(command, this) : handler).then(
+      (reply) => this.#send(connection, reply, id),
+      (e: unknown) => this.#send(connection, { error: { class: 'GenericError', desc: `fake handler threw: ${String(e)}` } }, id),
     );
   }
 

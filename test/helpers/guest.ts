@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../../build/guest-image.js';
 import type { GuestKernel } from '../../build/kernels.js';
-import { findOnPath } from '../../build/which.js';
+import { findOnPath } from '../../util/which.js';
 import { qemuOptValue } from '../../host-reader/qemu-args/index.js';
 
 export interface LaunchOptions {
@@ -171,7 +171,10 @@ class QemuGuest implements Guest {
         resolve();
       });
     });
-    void this.exited.then(() => this.wake());
+    this.exited.then(
+      () => this.wake(),
+      () => this.wake(),
+    );
   }
 
   get pid(): number {

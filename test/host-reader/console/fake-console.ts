@@ -120,7 +120,7 @@ export class FakeConsole {
         }
       }
     });
-    if (this.#floodBytes > 0) void this.#flood(socket, this.#floodBytes);
+    if (this.#floodBytes > 0) this.#flood(socket, this.#floodBytes).catch(() => socket.destroy());
   }
 
   async #flood(socket: Socket, total: number): Promise<void> {

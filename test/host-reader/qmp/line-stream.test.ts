@@ -138,7 +138,9 @@ describe('LineStream', () => {
     expect(() => new LineStream(local, { maxLineBytes: 0 })).toThrow(RangeError);
     const lines = new LineStream(local);
     expect(() => lines.writeLine('a\nb')).toThrow(TypeError);
-    void lines.readLine();
+    const pending = lines.readLine();
     expect(() => lines.readLine()).toThrow(/already pending/);
+    local.destroy();
+    await pending.catch(() => undefined);
   });
 });
