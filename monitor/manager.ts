@@ -55,6 +55,10 @@ interface AppRun {
   verdict: Classification | undefined;
   lastDiagnosis: number | undefined;
   diagnosing: boolean;
+  /** The running classification loop (one per app at most); never rejects. */
+  classifying: Promise<void> | undefined;
+  /** The update to classify next: the newest, unless an older one is a trigger (a change to failure). */
+  pending: WorkerUpdate | undefined;
 }
 
 export interface AppStatus {
@@ -102,7 +106,7 @@ export class Manager {
   #startApp(app: AppConfig): void {
     const { clock, log } = this.deps;
     const ac = new AbortController();
-    const run: AppRun = { app, ac, workers: [], probes: [], done: Promise.resolve(), observations: new Map(), verdict: undefined, lastDiagnosis: undefined, diagnosing: false };
+    const run: AppRun = { app, ac, workers: [], probes: [], done: Promise.resolve(), observations: new Map(), verdict: undefined, lastDiagnosis: undefined, diagnosing: false, classifying: undefined, pending: undefined };
     for (const sc of app.scenarios) {
       const probe = this.deps.probeFor?.(app, sc) ?? createProbe(sc.probe, { links: this.deps.links, periodMs: sc.timing.periodMs, now: () => clock.now() });
       run.probes.push(probe);
@@ -122,6 +126,7 @@ export class Manager {
     run.ac.abort(new Error(`app ${why}`));
     this.#apps.delete(run.app.name);
     await run.done;
+    await run.classifying;
     await Promise.allSettled(run.probes.map((p) => p.close?.()));
     this.deps.metrics?.removeApp(run.app.name);
     this.deps.log({ level: 'info', msg: 'app removed', app: run.app.name, why });
@@ -139,7 +144,38 @@ export class Manager {
       metrics.heartbeatAge.set({ app: run.app.name, signal: probeType === 'kernel-heartbeat' ? 'kernel' : 'agent' }, age / 1000);
     }
     if (u.changed) log({ level: u.state.result === 'failure' ? 'warn' : 'info', msg: 'scenario result', app: run.app.name, scenario: u.scenario, result: u.state.result, detail: last?.detail });
-    void this.#classify(run, u);
+    this.#scheduleClassify(run, u);
+  }
+
+  /**
+   * At most one classification per app runs at a time; updates that arrive meanwhile are coalesced
+   * (classify reads the newest observations anyway), keeping one that may trigger diagnostics, so a
+   * slow host-pressure read never piles up work. A failure in it (a metric, a logger, the
+   * classifier) is logged: never an unhandled rejection in the daemon.
+   */
+  #scheduleClassify(run: AppRun, u: WorkerUpdate): void {
+    const trigger = (x: WorkerUpdate | undefined) => x !== undefined && x.changed && x.state.result === 'failure';
+    if (!trigger(run.pending) || trigger(u)) run.pending = u;
+    if (run.classifying !== undefined) return;
+    run.classifying = (async () => {
+      for (let next = run.pending; next !== undefined; next = run.pending) {
+        run.pending = undefined;
+        try {
+          await this.#classify(run, next);
+        } catch (e) {
+          this.#logSafely({ level: 'error', msg: 'classification failed', app: run.app.name, scenario: next.scenario, error: String((e as Error)?.message ?? e) });
+        }
+      }
+    })().finally(() => (run.classifying = undefined));
+  }
+
+  /** Logs, and swallows a throwing logger: the manager's own failure paths must not fail. */
+  #logSafely(r: LogRecord): void {
+    try {
+      this.deps.log(r);
+    } catch {
+      // nothing left to tell it to
+    }
   }
 
   async #classify(run: AppRun, u: WorkerUpdate): Promise<void> {
@@ -172,6 +208,7 @@ export class Manager {
         (where) => log({ level: 'info', msg: 'diagnostics done', app: run.app.name, verdict: c.verdict, report: where }),
         (e: unknown) => log({ level: 'error', msg: 'diagnostics failed', app: run.app.name, error: String((e as Error)?.message ?? e) }),
       )
+      .catch((e: unknown) => this.#logSafely({ level: 'error', msg: 'diagnostics failed', app: run.app.name, error: String((e as Error)?.message ?? e) }))
       .finally(() => {
         run.diagnosing = false;
         this.#diagnoses.delete(p);

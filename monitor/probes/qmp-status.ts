@@ -101,7 +101,8 @@ export class QmpStatusProbe implements Probe {
   #bind(path: string): QmpLink {
     if (this.#link?.path === path) return this.#link;
     this.#unhook?.();
-    if (this.#link !== undefined) void this.links.release(this.#link);
+    // The old link is done with: a failure to close it must not become an unhandled rejection.
+    if (this.#link !== undefined) this.links.release(this.#link).catch(() => undefined);
     const link = this.links.acquire(path);
     this.#link = link;
     this.#unhook = link.onConnect((client) => client.on([...this.#events, 'RESET', 'GUEST_PANICKED'], (e) => this.#onEvent(e)));

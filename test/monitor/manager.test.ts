@@ -120,4 +120,57 @@ describe('Manager', () => {
     expect(m.status()).toEqual([]);
     expect([...probes.values()].length).toBe(before);
   });
+
+  test('a throw while classifying (here: the metrics) is logged, never an unhandled rejection; the next update classifies again', async () => {
+    const { clock, logs, probes, m, metrics } = setup();
+    let failures = 1;
+    const setVerdict = metrics.setVerdict.bind(metrics);
+    metrics.setVerdict = (a, v) => {
+      if (failures-- > 0) throw new Error('registry full');
+      setVerdict(a, v);
+    };
+    await m.sync([app('vm1')]);
+    await clock.advance(1500);
+    expect(logs.find((l) => l.msg === 'classification failed')).toMatchObject({ level: 'error', app: 'vm1', error: 'registry full' });
+    probes.get('vm1/kernel')!.next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled', ageMs: 3100 } };
+    await clock.advance(3000);
+    expect(m.status()[0]?.verdict).toBe('guest-kernel-hung');
+    await m.stop();
+  });
+
+  test('a slow host-pressure read never runs twice at once for an app; the verdict follows the newest observations', async () => {
+    const clock = new FakeClock();
+    const logs: LogRecord[] = [];
+    let inFlight = 0;
+    let most = 0;
+    let calls = 0;
+    const probe = new Scripted('kernel-heartbeat', ok('kernel-heartbeat'));
+    const m = new Manager({
+      clock,
+      links: new QmpLinks(),
+      log: (r) => logs.push(r),
+      random: () => 0,
+      hostPressure: async () => {
+        calls++;
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 30));
+        inFlight--;
+        return undefined;
+      },
+      diagnose: () => Promise.resolve('/spool/x'),
+      probeFor: () => probe,
+    });
+    const one = app('vm1');
+    one.scenarios = [one.scenarios[1]!];
+    await m.sync([one]);
+    await clock.advance(1000);
+    probe.next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled', ageMs: 3100 } };
+    for (let i = 0; i < 20; i++) await clock.advance(1000); // 20 updates while the first read is still slow
+    await new Promise((r) => setTimeout(r, 300));
+    expect(most).toBe(1);
+    expect(calls).toBeLessThan(6);
+    expect(m.status()[0]?.verdict).toBe('guest-kernel-hung');
+    expect(logs.filter((l) => l.msg === 'diagnostics started')).toHaveLength(1);
+    await m.stop();
+  });
 });

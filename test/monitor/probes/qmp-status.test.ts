@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from 'vitest';
+import { QmpClient } from '../../../host-reader/qmp/index.js';
 import { QmpLinks } from '../../../monitor/probes/qmp-link.js';
 import { QmpStatusProbe, type QmpStatusEvidence } from '../../../monitor/probes/qmp-status.js';
 import type { AppTarget } from '../../../monitor/types.js';
@@ -171,4 +172,39 @@ describe('QmpLinks: one QMP connection per VM', () => {
     remove();
     expect(log).toEqual(['up 1', 'down 1', 'up 2', 'down 2']);
   });
+
+  test('moving to another QMP path releases the old link; a failure closing it is no unhandled rejection', async () => {
+    const a = await FakeQmpServer.start();
+    const b = await FakeQmpServer.start();
+    cleanups.push(() => a.close(), () => b.close());
+    for (const srv of [a, b]) srv.handle('query-status', () => ({ return: { running: true, status: 'running' } }));
+    const links = new QmpLinks({
+      connect: async (path, o) => {
+        const c = await QmpClient.connect({ path }, { timeoutMs: o.timeoutMs });
+        const close = c.close.bind(c);
+        c.close = async () => {
+          await close();
+          throw new Error('close failed');
+        };
+        return c;
+      },
+    });
+    const probe = new QmpStatusProbe(links);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const signal = new AbortController().signal;
+      expect((await probe.run({ name: 'vm', qmp: a.path }, { timeoutMs: 500, signal })).outcome).toBe('success');
+      expect((await probe.run({ name: 'vm', qmp: b.path }, { timeoutMs: 500, signal })).outcome).toBe('success');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(links.get(a.path)).toBeUndefined();
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await probe.close().catch(() => undefined);
+      await links.closeAll().catch(() => undefined);
+    }
+  });
 });
+
