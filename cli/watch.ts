@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { openSession } from '../host-reader/session.js';
+import { realClock } from '../util/clock.js';
 import { pollJson, pollText } from './heartbeat-view.js';
 import { addTargetOptions, loadLayoutFlag, resolveTarget, type TargetFlags } from './target.js';
 import { UsageError } from './usage-error.js';
@@ -48,14 +49,11 @@ export async function watch(flags: WatchFlags, out: (s: string) => void, signal?
         drawn = text.split('\n').length;
       }
       const wait = intervalMs - (performance.now() - t0);
-      if (i + 1 < count && wait > 0) {
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, wait);
-          ac.signal.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
-        });
-      }
+      // The sleep removes its abort listener when it wakes: a long watch adds none per poll.
+      if (i + 1 < count && wait > 0) await realClock.sleep(wait, ac.signal).catch(() => undefined);
     }
   } finally {
+    signal?.removeEventListener('abort', stop);
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     await s.close();
@@ -67,7 +65,7 @@ export function register(program: Command, out: (s: string) => void): void {
     program.command('watch').description('live heartbeat view of a running VM (kernel and agent heartbeat, jitter, VM run state)'),
   )
     .option('--json', 'one JSON line per poll')
-    .option('--interval <ms>', 'milliseconds between polls (default: half the kernel period, 100..1000)')
+    .option('--interval <ms>', 'milliseconds between polls, 50..3600000 (default: half the kernel period, kept within 100..1000)')
     .option('--count <n>', 'stop after n polls')
     .action(async (flags: WatchFlags) => watch(flags, out));
 }

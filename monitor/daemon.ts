@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { realClock, type Clock } from './clock.js';
+import { realClock, type Clock } from '../util/clock.js';
 import type { HostPressure } from './classify.js';
 import type { AppConfig, CollectorConfig, MonitorConfig } from './config.js';
 import {

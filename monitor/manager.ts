@@ -1,4 +1,4 @@
-import type { Clock } from './clock.js';
+import type { Clock } from '../util/clock.js';
 import { classify, type Classification, type HostPressure, type ScenarioObservation } from './classify.js';
 import type { AppConfig } from './config.js';
 import type { MonitorMetrics } from './metrics.js';

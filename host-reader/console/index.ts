@@ -1,5 +1,5 @@
 // The public surface of the console transport: read the chardev logfile passively, send only when needed.
-export { systemClock, type ConsoleClock } from './clock.js';
+export { realClock, type Clock } from '../../util/clock.js';
 export {
   ConsoleError,
   ConsoleConnectError,

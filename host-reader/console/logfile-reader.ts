@@ -1,5 +1,5 @@
 import { open, stat } from 'node:fs/promises';
-import { systemClock, type ConsoleClock } from './clock.js';
+import { realClock, type Clock } from '../../util/clock.js';
 import { ConsoleAbortError, ConsoleError, ConsoleTimeoutError } from './errors.js';
 
 /**
@@ -126,7 +126,7 @@ export interface LogfileTailOptions {
   maxReadBytes?: number;
   /** Poll interval while waiting. Default 50 ms. */
   pollMs?: number;
-  clock?: ConsoleClock;
+  clock?: Clock;
 }
 
 export interface WaitForOptions {
@@ -163,7 +163,7 @@ export class LogfileTail {
   readonly path: string;
   readonly #maxReadBytes: number;
   readonly #pollMs: number;
-  readonly #clock: ConsoleClock;
+  readonly #clock: Clock;
   #offset: number;
   #identity: string | undefined;
   #resets = 0;
@@ -181,7 +181,7 @@ export class LogfileTail {
     }
     this.#pollMs = options.pollMs ?? 50;
     if (!(this.#pollMs > 0)) throw new RangeError(`LogfileTail: pollMs must be > 0, got ${String(this.#pollMs)}`);
-    this.#clock = options.clock ?? systemClock;
+    this.#clock = options.clock ?? realClock;
   }
 
   /** A tail starting at the file's current end (0 when it does not exist yet). */

@@ -1,5 +1,5 @@
 import { createConnection } from 'node:net';
-import { systemClock } from './clock.js';
+import { realClock } from '../../util/clock.js';
 import { ConsoleAbortError, ConsoleConnectError, ConsoleError, ConsoleTimeoutError } from './errors.js';
 
 /**
@@ -63,7 +63,7 @@ export async function sendToConsole(path: string, writes: readonly ConsoleWrite[
       throw new TypeError(`sendToConsole: a write must be a string, bytes or { pauseMs >= 0 }, got ${String(w)}`);
     }
   }
-  const clock = systemClock; // real time: the other end is a real socket
+  const clock = realClock; // real time: the other end is a real socket
   const started = clock.now();
 
   // One controller ends the session: the deadline, the caller's signal, or the peer going away.

@@ -1,6 +1,6 @@
 import { sanitizeLine, sanitizeText } from '../../host-reader/console/sanitize.js';
 import { QmpClient } from '../../host-reader/qmp/index.js';
-import type { Clock } from '../clock.js';
+import type { Clock } from '../../util/clock.js';
 import type { QmpLinks } from '../probes/qmp-link.js';
 import type { Artifact, CollectorResult } from '../types.js';
 

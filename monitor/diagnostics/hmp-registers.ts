@@ -1,4 +1,4 @@
-import { realClock, type Clock } from '../clock.js';
+import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Collector, CollectorResult } from '../types.js';
 import { connectQmp, Deadline, describeError, failed, formatBytes, textArtifact, withQmp, type QmpConnector } from './common.js';
 

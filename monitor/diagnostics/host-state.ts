@@ -1,6 +1,6 @@
 import { open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { realClock, type Clock } from '../clock.js';
+import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Collector, CollectorResult } from '../types.js';
 import { connectQmp, Deadline, describeError, failed, jsonArtifact, withQmp, type QmpConnector } from './common.js';
 

@@ -1,5 +1,5 @@
 import { QmpCommandError, QmpError } from '../../host-reader/qmp/index.js';
-import { realClock, type Clock } from '../clock.js';
+import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Artifact, Collector, CollectorResult } from '../types.js';
 import { connectQmp, Deadline, describeError, failed, jsonArtifact, withQmp, type QmpConnector } from './common.js';
 

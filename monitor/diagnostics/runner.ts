@@ -1,4 +1,4 @@
-import { realClock, type Clock } from '../clock.js';
+import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Artifact, Collector, CollectorResult } from '../types.js';
 import { artifactBytes, describeError, textArtifact } from './common.js';
 

@@ -10,7 +10,7 @@ import {
   type SysrqMethod,
 } from '../../host-reader/console/sysrq.js';
 import type { QmpClient } from '../../host-reader/qmp/index.js';
-import { realClock, type Clock } from '../clock.js';
+import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Artifact, Collector, CollectorResult } from '../types.js';
 import { connectQmp, Deadline, describeError, failed, formatBytes, textArtifact, type QmpConnector, type QmpLease } from './common.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { FakeClock } from '../../monitor/clock.js';
+import { FakeClock } from '../../util/clock.js';
 import type { AppConfig } from '../../monitor/config.js';
 import { Manager, type DiagnosticsRun, type LogRecord } from '../../monitor/manager.js';
 import { MonitorMetrics } from '../../monitor/metrics.js';

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { FakeClock } from '../../monitor/clock.js';
+import { FakeClock } from '../../util/clock.js';
 import type { Probe, ProbeOutcome, ProbeResult } from '../../monitor/types.js';
 import { initialState, runProbe, step, Worker, type WorkerResult, type WorkerUpdate } from '../../monitor/worker.js';
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'vitest';
-import { realClock } from '../../../monitor/clock.js';
+import { realClock } from '../../../util/clock.js';
 import { ConsoleActiveProbe } from '../../../monitor/probes/console-active.js';
 import { QmpLinks } from '../../../monitor/probes/qmp-link.js';
 import { QmpStatusProbe } from '../../../monitor/probes/qmp-status.js';

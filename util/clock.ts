@@ -1,4 +1,4 @@
-/** Time as the monitor sees it: injected so workers are tested without real time. */
+/** Time, injected where scheduling happens (the monitor's workers, the console helpers) so tests need no real time. */
 export interface Clock {
   /** Monotonic milliseconds. */
   now(): number;
