@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { ByteBuffer } from '../../util/byte-buffer.js';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
 import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown, Waiters } from './common.js';
 
@@ -68,17 +69,23 @@ export class GuestPingProbe implements Probe {
 type Message = Record<string, unknown>;
 
 class QgaChannel {
-  #buf = Buffer.alloc(0);
+  readonly #buf: ByteBuffer;
   #end: Error | undefined;
   readonly #waiters = new Waiters(() => this.#end);
 
   private constructor(
     private readonly socket: Socket,
-    private readonly maxBytes: number,
+    maxBytes: number,
   ) {
+    this.#buf = new ByteBuffer(maxBytes);
     socket.on('data', (b: Buffer) => {
-      this.#buf = Buffer.concat([this.#buf, b]);
-      if (this.#buf.length > maxBytes) this.#end = new Error(`more than ${maxBytes} bytes without a reply`);
+      if (this.#end !== undefined) return;
+      // At most maxBytes from the guest per conversation (held or already skipped): past it nothing more
+      // is held and the channel stops being read.
+      if (!this.#buf.push(b) || this.#buf.received > maxBytes) {
+        this.#end = new Error(`more than ${maxBytes} bytes without a reply`);
+        socket.destroy();
+      }
       this.#waiters.wake();
     });
     socket.on('close', () => {
@@ -121,12 +128,12 @@ class QgaChannel {
   /** Drops everything up to and including the 0xFF sentinel. */
   waitSentinel(signal: AbortSignal): Promise<void> {
     return this.#wait(signal, () => {
-      const at = this.#buf.indexOf(0xff);
+      const at = this.#buf.bytes().indexOf(0xff);
       if (at < 0) {
-        this.#buf = Buffer.alloc(0);
+        this.#buf.clear();
         return undefined;
       }
-      this.#buf = this.#buf.subarray(at + 1);
+      this.#buf.consume(at + 1);
       return true;
     }).then(() => undefined);
   }
@@ -135,11 +142,12 @@ class QgaChannel {
   nextMessage(signal: AbortSignal): Promise<Message> {
     return this.#wait(signal, () => {
       for (;;) {
-        const nl = this.#buf.indexOf(0x0a);
+        const held = this.#buf.bytes();
+        const nl = held.indexOf(0x0a);
         if (nl < 0) return undefined;
         // A sentinel can also precede a later line (a stale 0xFF came first): drop every 0xFF.
-        const line = Buffer.from(this.#buf.subarray(0, nl).filter((b) => b !== 0xff)).toString('utf8').trim();
-        this.#buf = this.#buf.subarray(nl + 1);
+        const line = Buffer.from(held.subarray(0, nl).filter((b) => b !== 0xff)).toString('utf8').trim();
+        this.#buf.consume(nl + 1);
         if (line === '') continue;
         try {
           const m: unknown = JSON.parse(line);

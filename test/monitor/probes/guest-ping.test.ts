@@ -89,4 +89,37 @@ describe('guest-ping', () => {
     expect(r.outcome).toBe('failure');
     expect(r.evidence).toMatchObject({ errno: 'ENOENT', step: 'connect' });
   });
+
+  test('a channel that floods stops being read at the cap: a failure naming it, the socket closed by us', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'flood-qga-'));
+    const path = join(dir, 'qga.sock');
+    let sent = 0;
+    let closedAfter = -1;
+    const server = createServer((s: Socket) => {
+      s.on('error', () => undefined);
+      s.on('close', () => (closedAfter = sent));
+      // 20 MiB in 1 KiB writes, yielding between them: the guest side of a flood.
+      const chunk = Buffer.alloc(1024, 0x41);
+      const pump = () => {
+        if (s.destroyed || sent >= 20 * 1024 * 1024) return;
+        sent += chunk.length;
+        if (s.write(chunk)) setImmediate(pump);
+        else s.once('drain', pump);
+      };
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(path, r));
+    cleanups.push(async () => {
+      await new Promise<void>((r) => server.close(() => r()));
+      await rm(dir, { recursive: true, force: true });
+    });
+    const r = await new GuestPingProbe({ maxBytes: 4096 }).run({ name: 'vm', qga: path }, { timeoutMs: 5000, signal: new AbortController().signal });
+    expect(r.outcome).toBe('failure');
+    expect(r.detail).toMatch(/more than 4096 bytes without a reply/);
+    for (let i = 0; i < 100 && closedAfter < 0; i++) await new Promise((res) => setTimeout(res, 10));
+    // Closed long before the flood's end: what the kernel buffers in between is all the guest got in.
+    expect(closedAfter).toBeGreaterThanOrEqual(0);
+    expect(closedAfter).toBeLessThan(2 * 1024 * 1024);
+  });
 });
+
