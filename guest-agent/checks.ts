@@ -102,25 +102,32 @@ export async function probeHttp(url: string, timeoutMs: number): Promise<CheckOu
   });
 }
 
-/** Run `command` with /bin/sh -c; exit status 0 is success. On timeout the whole process group is killed. */
+/**
+ * Run `command` with /bin/sh -c; exit status 0 is success. The command runs in its own process group,
+ * and the whole group is killed when the check ends, on timeout and after a normal exit alike: a
+ * check's background children (`daemon &`) never outlive it, so checks cannot pile up processes.
+ */
 export function probeCommand(command: string, timeoutMs: number, shell = '/bin/sh'): Promise<CheckOutcome> {
   return new Promise((resolve) => {
     let settled = false;
+    // Output is discarded, so nothing buffers.
+    const child = spawn(shell, ['-c', command], { stdio: 'ignore', detached: true });
+    const killGroup = () => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // ESRCH: the group is already empty (the shell exited and left no children).
+      }
+    };
     const done = (o: CheckOutcome) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      killGroup();
       resolve(o);
     };
-    // Own process group (detached) so a timeout kills the command's children too; output is
-    // discarded, so nothing buffers.
-    const child = spawn(shell, ['-c', command], { stdio: 'ignore', detached: true });
     const timer = setTimeout(() => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       done(fail('timeout'));
     }, timeoutMs);
     child.once('error', (e) => done(fail(`spawn-${reasonOf(e)}`)));

@@ -103,6 +103,24 @@ describe('probeCommand', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('a check that succeeds leaves no background child behind (its process group is killed)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eve-diag-check-'));
+    try {
+      const pidFile = join(dir, 'pid');
+      expect(await probeCommand(`sleep 30 & echo $! > ${pidFile}`, 2000)).toEqual({ ok: true });
+      const child = readFileSync(pidFile, 'utf8').trim();
+      await new Promise((r) => setTimeout(r, 200));
+      let state = '';
+      try {
+        state = execFileSync('ps', ['-o', 'stat=', '-p', child]).toString().trim();
+      } catch {
+        state = 'gone';
+      }
+      expect(state === 'gone' || state.startsWith('Z'), `background sleep ${child}: ${state}`).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it('a shell that does not exist: spawn-enoent', async () => {
     expect(await probeCommand('true', 2000, '/nonexistent/sh')).toEqual({ ok: false, reason: 'spawn-enoent' });
   });
