@@ -58,8 +58,18 @@ export function step(
   };
 }
 
-/** Run a probe with its timeout: a probe that overruns is a failure; a throw is a bug, reported as unknown. */
-export async function runProbe(probe: Probe, target: AppTarget, timeoutMs: number, clock: Clock, signal: AbortSignal): Promise<ProbeResult> {
+/**
+ * Run a probe with its timeout: a probe that overruns is a failure; a throw is a bug, reported as unknown.
+ * `onStart` gets the probe's own promise, which may outlive this call when the probe ignores its signal.
+ */
+export async function runProbe(
+  probe: Probe,
+  target: AppTarget,
+  timeoutMs: number,
+  clock: Clock,
+  signal: AbortSignal,
+  onStart?: (run: Promise<unknown>) => void,
+): Promise<ProbeResult> {
   const ac = new AbortController();
   const onAbort = () => ac.abort(signal.reason);
   signal.addEventListener('abort', onAbort, { once: true });
@@ -72,10 +82,12 @@ export async function runProbe(probe: Probe, target: AppTarget, timeoutMs: numbe
     () => undefined,
   );
   try {
+    const run = probe.run(target, { timeoutMs, signal: ac.signal }).catch(
+      (e: unknown): ProbeResult => ({ outcome: 'unknown', detail: `probe error: ${(e as Error)?.message ?? String(e)}` }),
+    );
+    onStart?.(run);
     const r = await Promise.race([
-      probe.run(target, { timeoutMs, signal: ac.signal }).catch(
-        (e: unknown): ProbeResult => ({ outcome: 'unknown', detail: `probe error: ${(e as Error)?.message ?? String(e)}` }),
-      ),
+      run,
       // Resolves only at the deadline, so a probe that ignores its signal cannot hold the worker.
       timeout.then(() => (timedOut ? ({ outcome: 'failure', detail: '' } as ProbeResult) : new Promise<never>(() => undefined))),
     ]);
@@ -100,6 +112,8 @@ export interface WorkerUpdate {
  */
 export class Worker {
   #state: WorkerState;
+  /** The probe's last run while it has not returned (it may outlive its timeout), and when it started. */
+  #inFlight: { run: Promise<unknown>; since: number } | undefined;
   constructor(
     readonly app: AppTarget,
     readonly scenario: string,
@@ -116,10 +130,27 @@ export class Worker {
     return this.#state;
   }
 
-  /** One probe and one step; exposed for tests and for `diagnose`. */
+  /**
+   * One probe and one step; exposed for tests and for `diagnose`. At most one run of the probe is in
+   * flight: while a run that ignored its timeout has not returned, no new one starts and the step
+   * counts a failure (the probe cannot tell anything about the target meanwhile).
+   */
   async probeOnce(signal: AbortSignal): Promise<WorkerUpdate> {
     const t0 = this.clock.now();
-    const r = await runProbe(this.probe, this.app, this.timing.timeoutMs, this.clock, signal);
+    const r: ProbeResult =
+      this.#inFlight !== undefined
+        ? {
+            outcome: 'failure',
+            detail: `the previous probe run has not returned after ${Math.round(t0 - this.#inFlight.since)} ms (it ignores its timeout); not starting another`,
+          }
+        : await runProbe(this.probe, this.app, this.timing.timeoutMs, this.clock, signal, (run) => {
+            const entry = { run, since: t0 };
+            this.#inFlight = entry;
+            const clear = () => {
+              if (this.#inFlight === entry) this.#inFlight = undefined;
+            };
+            run.then(clear, clear);
+          });
     const { state, changed } = step(this.#state, r, this.timing, this.clock.now(), this.clock.now() - t0);
     this.#state = state;
     const u = { app: this.app.name, scenario: this.scenario, state, changed };

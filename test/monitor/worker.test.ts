@@ -96,4 +96,50 @@ describe('Worker timing with a fake clock', () => {
     await clock.advance(10_000);
     expect(probe.calls).toBe(5);
   });
+
+  test('a probe that ignores its signal is never run twice at once: the worker counts failures until it returns', async () => {
+    const clock = new FakeClock();
+    const updates: WorkerUpdate[] = [];
+    let running = 0;
+    let most = 0;
+    let release: (() => void) | undefined;
+    const probe: Probe & { calls: number } = {
+      kind: 'deaf',
+      calls: 0,
+      run() {
+        probe.calls++;
+        most = Math.max(most, ++running);
+        // Ignores its signal: returns only when the test says so.
+        return new Promise<ProbeResult>((res) => {
+          release = () => {
+            running--;
+            res(r(S));
+          };
+        });
+      },
+    };
+    const w = new Worker({ name: 'vm1' }, 'deaf', probe, { periodMs: 1000, timeoutMs: 200, initialDelayMs: 0, failureThreshold: 2, successThreshold: 1 }, clock, (u) => updates.push(u), () => 0);
+    const ac = new AbortController();
+    const done = w.run(ac.signal);
+    await clock.advance(4500);
+    expect(probe.calls).toBe(1);
+    expect(most).toBe(1);
+    expect(updates.map((u) => u.state.last?.detail)).toEqual([
+      'timed out after 200 ms',
+      'the previous probe run has not returned after 1000 ms (it ignores its timeout); not starting another',
+      'the previous probe run has not returned after 2000 ms (it ignores its timeout); not starting another',
+      'the previous probe run has not returned after 3000 ms (it ignores its timeout); not starting another',
+      'the previous probe run has not returned after 4000 ms (it ignores its timeout); not starting another',
+    ]);
+    expect(w.state.result).toBe('failure');
+    release?.();
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    await clock.advance(1000);
+    expect(probe.calls).toBe(2); // a new run once the old one returned
+    expect(most).toBe(1);
+    ac.abort();
+    release?.();
+    await done;
+  });
 });
+
