@@ -97,8 +97,13 @@ export async function openSession(o: SessionOptions): Promise<Session> {
     await qmp.close();
     throw e;
   }
-  const reader = new RegionReader(qmp, memory, o.layout);
-  const poller = new HeartbeatPoller(qmp, reader, o.assess);
+  return sessionOf(qmp, memory, o.layout, o.assess);
+}
+
+/** A session over a connected QMP client and guest memory; it owns both from now on. */
+export function sessionOf(qmp: QmpClient, memory: GuestMemory, layout: DiagLayout, assess?: AssessOptions): Session {
+  const reader = new RegionReader(qmp, memory, layout);
+  const poller = new HeartbeatPoller(qmp, reader, assess);
   return {
     qmp,
     memory,
@@ -106,8 +111,12 @@ export async function openSession(o: SessionOptions): Promise<Session> {
     poller,
     async close() {
       poller.close();
-      await memory.close?.();
-      await qmp.close();
+      try {
+        await memory.close?.();
+      } finally {
+        // QMP is closed whatever the memory's close did: QEMU serves one QMP client at a time.
+        await qmp.close();
+      }
     },
   };
 }

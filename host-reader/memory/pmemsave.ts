@@ -1,8 +1,39 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { QmpClient } from '../qmp/index.js';
 import { checkRead, GuestMemoryError, MemoryClosedError, MemoryReadError, type GuestMemory, type ReadOptions } from './guest-memory.js';
+
+const DIR_PREFIX = 'eve-diag-pmem-';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // running, as another user
+  }
+}
+
+/** Removes `eve-diag-pmem-<pid>-*` directories of `parent` owned by this user whose process is gone. */
+export async function removeStaleDirs(parent: string): Promise<string[]> {
+  const removed: string[] = [];
+  const uid = process.getuid?.();
+  const names = await readdir(parent).catch(() => [] as string[]);
+  for (const name of names) {
+    const m = /^eve-diag-pmem-(\d{1,10})-[A-Za-z0-9]{6}$/.exec(name);
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    const path = join(parent, name);
+    const st = await lstat(path).catch(() => undefined);
+    // Never follow a link, never touch another user's directory.
+    if (st === undefined || !st.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
+    await rm(path, { recursive: true, force: true });
+    removed.push(path);
+  }
+  return removed;
+}
 
 /**
  * Guest memory through QMP `pmemsave`: QEMU writes the range to a file in a private directory
@@ -22,8 +53,14 @@ export class PmemsaveMemory implements GuestMemory {
     this.name = `pmemsave:${label}`;
   }
 
+  /**
+   * Opens a private directory `<tmpDir>/eve-diag-pmem-<pid>-XXXXXX` (mkdtemp makes it 0700), first
+   * removing those a crashed eve-diag left: ours by uid, named for a pid that is no longer running.
+   */
   static async open(qmp: QmpClient, opts: { label?: string; tmpDir?: string } = {}): Promise<PmemsaveMemory> {
-    const dir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'eve-diag-pmem-')); // mkdtemp makes it 0700
+    const parent = opts.tmpDir ?? tmpdir();
+    await removeStaleDirs(parent);
+    const dir = await mkdtemp(join(parent, `${DIR_PREFIX}${process.pid}-`));
     return new PmemsaveMemory(qmp, dir, opts.label ?? 'qmp');
   }
 
