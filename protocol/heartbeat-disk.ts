@@ -147,6 +147,15 @@ export function scanDiskRing(image: Uint8Array, slots: number = DISK_SLOTS_DEFAU
   return scan;
 }
 
+/**
+ * The ring size the writer declared: the `slots` of the newest valid record among the first `sectors`
+ * sectors of `image` (the writer's first records land there: seq 1 goes to sector 1). Undefined when
+ * none is valid. Bounded like every decoded field (1..DISK_SLOTS_MAX).
+ */
+export function ringSlotsOf(image: Uint8Array, sectors: number = DISK_SLOTS_DEFAULT): number | undefined {
+  return scanDiskRing(image, Math.min(DISK_SLOTS_MAX, Math.max(1, sectors))).newest?.slots;
+}
+
 /** Byte offset of the sector record `seq` goes to. */
 export function diskSlotOffset(seq: bigint, slots: number): number {
   checkSlots(slots);

@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
 import { errnoCode, errorText, failure, success, unknown } from './common.js';
-import { DISK_SECTOR, DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX, scanDiskRing, type DiskRecord } from '../../protocol/heartbeat-disk.js';
+import { DISK_SECTOR, DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX, ringSlotsOf, scanDiskRing, type DiskRecord } from '../../protocol/heartbeat-disk.js';
 
 /**
  * `disk-heartbeat`: the agent's records in the heartbeat disk image (format in protocol/heartbeat-disk.ts), read
@@ -12,7 +12,10 @@ import { DISK_SECTOR, DISK_SLOTS_DEFAULT, DISK_SLOTS_MAX, scanDiskRing, type Dis
  */
 
 export interface DiskHeartbeatParams {
-  /** Sectors of the ring to read. Default 8; at most 4096. */
+  /**
+   * Sectors of the ring to read, at most 4096. Default: the ring size the agent wrote into its records
+   * (read from the first 8 sectors, where its first records land), else 8.
+   */
   slots?: number;
   /** How long the seq may stand still. Default: the scenario period. */
   maxAgeMs?: number;
@@ -41,11 +44,11 @@ export class DiskHeartbeatProbe implements Probe {
   #state: State | undefined;
 
   constructor(params: DiskHeartbeatParams, ctx: DiskHeartbeatContext) {
-    this.#slots = params.slots ?? DISK_SLOTS_DEFAULT;
+    this.#slots = params.slots ?? 0; // 0: the agent's geometry
     this.#maxAgeMs = params.maxAgeMs ?? ctx.periodMs;
     this.#now = ctx.now ?? (() => performance.now());
     this.#wallNow = ctx.wallNow ?? (() => Date.now());
-    if (!Number.isSafeInteger(this.#slots) || this.#slots < 1 || this.#slots > DISK_SLOTS_MAX) {
+    if (params.slots !== undefined && (!Number.isSafeInteger(this.#slots) || this.#slots < 1 || this.#slots > DISK_SLOTS_MAX)) {
       throw new RangeError(`slots: an integer 1..${DISK_SLOTS_MAX} (got ${this.#slots})`);
     }
     if (!(this.#maxAgeMs > 0)) throw new RangeError(`maxAgeMs: a positive number (got ${this.#maxAgeMs})`);
@@ -58,14 +61,23 @@ export class DiskHeartbeatProbe implements Probe {
     const now = this.#now();
     let image: Uint8Array;
     let mtimeMs: number;
+    let slots = this.#slots;
+    let slotsFrom: 'config' | 'records' | 'default' = 'config';
     try {
-      ({ image, mtimeMs } = await readHead(path, this.#slots * DISK_SECTOR));
+      ({ image, mtimeMs } = await readHead(path, (slots || DISK_SLOTS_DEFAULT) * DISK_SECTOR));
+      if (slots === 0) {
+        // The agent's records say how big its ring is (it may not be our default of 8).
+        const declared = ringSlotsOf(image, DISK_SLOTS_DEFAULT);
+        slots = declared ?? DISK_SLOTS_DEFAULT;
+        slotsFrom = declared === undefined ? 'default' : 'records';
+        if (slots > DISK_SLOTS_DEFAULT) ({ image, mtimeMs } = await readHead(path, slots * DISK_SECTOR));
+      }
     } catch (e) {
       const code = errnoCode(e);
       const ev = { heartbeatDisk: path, error: errorText(e), ...(code ? { errno: code } : {}) };
       return code === 'ENOENT' ? unknown(`heartbeat disk ${path}: not found`, ev) : failure(`heartbeat disk ${path}: ${errorText(e)}`, ev);
     }
-    const scan = scanDiskRing(image, this.#slots);
+    const scan = scanDiskRing(image, slots);
     let s = this.#state;
     const baseline = s === undefined || s.path !== path;
     if (s === undefined || s.path !== path) s = { path, since: now };
@@ -73,6 +85,8 @@ export class DiskHeartbeatProbe implements Probe {
     const r = scan.newest;
     const evidence: Record<string, unknown> = {
       heartbeatDisk: path,
+      slots,
+      slotsFrom,
       validRecords: scan.valid,
       invalidRecords: scan.invalid,
       maxAgeMs: this.#maxAgeMs,

@@ -54,6 +54,26 @@ describe('disk-heartbeat probe', () => {
     expect((await probe.run({ name: 'x' }, { timeoutMs: 100, signal: new AbortController().signal })).outcome).toBe('unknown');
   });
 
+  test('reads the ring size the agent wrote: a 16-slot ring is seen whole (the newest record in sector 12)', async () => {
+    const file = join(dir, 'hb16.img');
+    const seqs = (upto: bigint) => Array.from({ length: Number(upto) }, (_, i) => BigInt(i + 1));
+    await writeFile(file, ring(seqs(20n), 16)); // seq 17..20 overwrote sectors 1..4; 12 holds seq 12
+    let now = 0;
+    const probe = new DiskHeartbeatProbe({}, { periodMs: 1000, now: () => now });
+    const run = () => probe.run({ name: 'vm', heartbeatDisk: file }, { timeoutMs: 100, signal: new AbortController().signal });
+    expect((await run()).evidence).toMatchObject({ seq: '20', slots: 16, slotsFrom: 'records', validRecords: 16 });
+    // The agent goes on in sectors beyond the first 8: seq 28 lands in sector 12.
+    await writeFile(file, ring(seqs(28n), 16));
+    now += 500;
+    const r = await run();
+    expect(r.outcome).toBe('success');
+    expect(r.detail).toBe('seq advanced to 28');
+    // An explicit slots param still wins.
+    const fixed = new DiskHeartbeatProbe({ slots: 8 }, { periodMs: 1000, now: () => now });
+    const f = await fixed.run({ name: 'vm', heartbeatDisk: file }, { timeoutMs: 100, signal: new AbortController().signal });
+    expect(f.evidence).toMatchObject({ slots: 8, slotsFrom: 'config', seq: '23' }); // sectors 0..7 only
+  });
+
   test('garbage and no valid record: baseline unknown, then a failure after maxAge', async () => {
     const file = join(dir, 'garbage.img');
     await writeFile(file, Buffer.alloc(4096, 0xa5));
@@ -62,7 +82,7 @@ describe('disk-heartbeat probe', () => {
     const run = () => probe.run({ name: 'vm', heartbeatDisk: file }, { timeoutMs: 100, signal: new AbortController().signal });
     const first = await run();
     expect(first.outcome).toBe('unknown');
-    expect(first.evidence).toMatchObject({ validRecords: 0, invalidRecords: 8 });
+    expect(first.evidence).toMatchObject({ validRecords: 0, invalidRecords: 8, slots: 8, slotsFrom: 'default' });
     now += 1500;
     const r = await run();
     expect(r.outcome).toBe('failure');
