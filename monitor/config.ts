@@ -1,9 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, resolve } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import monitorConfigSchema from '../docs/monitor-config.schema.json' with { type: 'json' };
 import { EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
 import type { ProbeSpec } from './probes/index.js';
 import { DEFAULT_TIMING, type AppTarget, type ScenarioTiming } from './types.js';
@@ -126,28 +125,19 @@ export class ConfigError extends Error {
 // Schema
 
 export const SCHEMA_FILE = 'docs/monitor-config.schema.json';
-let compiled: { validate: ValidateFunction; schema: Record<string, unknown> } | undefined;
+let compiled: ValidateFunction | undefined;
 
-/** The published schema, found upward from this module (works from the sources and from dist/). */
+/**
+ * The published schema (docs/monitor-config.schema.json), imported into the build: an installed package
+ * or a single-file bundle needs no docs/ directory beside it.
+ */
 export function configSchema(): Record<string, unknown> {
-  return schemaValidator().schema;
+  return monitorConfigSchema as Record<string, unknown>;
 }
 
 function schemaValidator(): { validate: ValidateFunction; schema: Record<string, unknown> } {
-  if (compiled !== undefined) return compiled;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, SCHEMA_FILE);
-    if (existsSync(candidate)) {
-      const schema = JSON.parse(readFileSync(candidate, 'utf8')) as Record<string, unknown>;
-      const ajv = new Ajv({ allErrors: true, verbose: true, discriminator: true, strict: true });
-      compiled = { validate: ajv.compile(schema), schema };
-      return compiled;
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`${SCHEMA_FILE} not found above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
+  compiled ??= new Ajv({ allErrors: true, verbose: true, discriminator: true, strict: true }).compile(configSchema());
+  return { validate: compiled, schema: configSchema() };
 }
 
 // ---------------------------------------------------------------------------------------------
