@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
+import { AGENT_PORT_NAME } from '../protocol/agent-ping.js';
 import { EVE_DOM_RE, EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
 import { QEMU_ARGS_FORMATS, QemuArgsError, renderQemuArgs, type QemuArgsFormat, type QemuArgsSpec } from '../host-reader/qemu-args/index.js';
 import { readTableFile } from './table-file.js';
@@ -13,6 +14,7 @@ export interface QemuArgsFlags {
   pvpanic?: boolean;
   erst?: string;
   gdb?: string;
+  agentPort?: string;
   format: QemuArgsFormat;
   eveDom?: string;
 }
@@ -40,6 +42,7 @@ const FLAG_OF: Record<string, string> = {
   'console.logfile': '--console-log',
   'erst.path': '--erst',
   'gdb.path': '--gdb',
+  'agentPort.path': '--agent-port',
 };
 
 export async function qemuArgs(flags: QemuArgsFlags, out: (s: string) => void): Promise<void> {
@@ -75,6 +78,7 @@ export async function qemuArgs(flags: QemuArgsFlags, out: (s: string) => void): 
   await checkTableFile('--table', flags.table, table);
   const erst = pathFlag('--erst', flags.erst);
   const gdb = pathFlag('--gdb', flags.gdb);
+  const agentPort = pathFlag('--agent-port', flags.agentPort);
   const spec: QemuArgsSpec = {
     acpiTable: table,
     ...(qmp === undefined ? {} : { qmp: { path: qmp } }),
@@ -82,6 +86,7 @@ export async function qemuArgs(flags: QemuArgsFlags, out: (s: string) => void): 
     ...(flags.pvpanic === true ? { pvpanic: true } : {}),
     ...(erst === undefined ? {} : { erst: { path: erst } }),
     ...(gdb === undefined ? {} : { gdb: { path: gdb } }),
+    ...(agentPort === undefined ? {} : { agentPort: { path: agentPort } }),
   };
   let text: string;
   try {
@@ -120,7 +125,7 @@ Commas in paths are doubled for QEMU; the table path may not contain ':'.`;
 export function register(parent: Command, out: (s: string) => void): void {
   parent
     .command('qemu-args')
-    .description('print the QEMU flags that load the diagnostic SSDT and add QMP, console, pvpanic, ERST, gdbstub')
+    .description('print the QEMU flags that load the diagnostic SSDT and add QMP, console, pvpanic, ERST, gdbstub, the agent port')
     .requiredOption('--table <file.aml>', 'the ACPI table to load with -acpitable (checked: header, length, checksum)')
     .option('--qmp <path>', 'add a QMP monitor on this unix socket')
     .option('--console <path>', 'add an EVE-style console: a mux=on chardev socket wired to a serial port')
@@ -128,6 +133,7 @@ export function register(parent: Command, out: (s: string) => void): void {
     .option('--pvpanic', 'add -device pvpanic (the guest needs its pvpanic-mmio module)')
     .option('--erst <file>', 'add ACPI ERST backed by this file: it receives the panic log')
     .option('--gdb <path>', 'add a gdbstub on this unix socket (a connected gdb stops the VM)')
+    .option('--agent-port <path>', `add a virtio-serial port ${AGENT_PORT_NAME} for the guest agent's PING/PONG responder, its host end on this unix socket (the agent-ping probe)`)
     .addOption(new Option('--format <format>', 'output format').choices(QEMU_ARGS_FORMATS).default('argv'))
     .option('--eve-dom <name>', `use the EVE layout ${EVE_KVM_DIR}/NAME/{qmp,cons,cons.log} for --qmp, --console, --console-log`)
     .addHelpText('after', HELP_AFTER)

@@ -38,8 +38,14 @@ export function serveLines(
         .finally(() => pending--);
     }
   };
-  const onClose = () => onEnd('closed');
-  const onError = (e: Error) => onEnd(errText(e));
+  let ended = false;
+  const end = (why: string) => {
+    if (ended) return;
+    ended = true;
+    onEnd(why);
+  };
+  const onClose = () => end('closed');
+  const onError = (e: Error) => end(errText(e));
   input.on('data', onData);
   input.once('end', onClose);
   input.once('error', onError);
@@ -57,6 +63,12 @@ export function serveLines(
 export interface Port {
   input: Readable;
   output: Writable;
+  /**
+   * `chardev`: a plain character device (a virtio-serial port), where end of file only means the host
+   * end is not connected right now (Linux's virtio_console returns 0 then); `stream`: a tty, FIFO or
+   * socket, where it means the port went away.
+   */
+  kind: 'stream' | 'chardev';
   close(): void;
 }
 
@@ -80,12 +92,12 @@ export async function openPort(path: string): Promise<Port> {
       tty.setRawMode(true);
       // A tty stream is a net.Socket over the tty handle: it writes too, and closes the fd.
       const sock = tty as unknown as Socket;
-      return { input: tty, output: sock, close: () => sock.destroy() };
+      return { input: tty, output: sock, kind: 'stream', close: () => sock.destroy() };
     }
     const st = fstatSync(fd);
     if (st.isFIFO() || st.isSocket()) {
       const sock = new Socket({ fd, readable: true, writable: true });
-      return { input: sock, output: sock, close: () => sock.destroy() };
+      return { input: sock, output: sock, kind: 'stream', close: () => sock.destroy() };
     }
   } catch (e) {
     closeFd();
@@ -96,13 +108,21 @@ export async function openPort(path: string): Promise<Port> {
   return {
     input,
     output,
+    kind: 'chardev',
     close: () => {
+      // A read or write still in flight fails with EBADF once the fd is closed: nobody listens any more,
+      // and an 'error' with no listener would be an uncaught exception.
+      input.on('error', () => undefined);
+      output.on('error', () => undefined);
       input.destroy();
       output.destroy();
       closeFd();
     },
   };
 }
+
+/** How soon a virtio-serial port is read again after its host end went away. */
+export const HOST_GONE_RETRY_MS = 1000;
 
 export interface ResponderDeps {
   openPort(path: string): Promise<Port>;
@@ -137,7 +157,7 @@ export class Responder {
     await this.#open();
   }
 
-  async #open(): Promise<void> {
+  async #open(quiet = false): Promise<void> {
     const { log } = this.deps;
     if (this.#stopped) return;
     let port: Port;
@@ -154,20 +174,26 @@ export class Responder {
     }
     this.#port = port;
     if (log.has('responder')) log.resolved('responder', `responder: serving ${this.path}`);
-    else log.info(`responder: serving ${this.path}`);
+    else if (!quiet) log.info(`responder: serving ${this.path}`);
     this.#stopServing = serveLines(port.input, port.output, this.deps.readStats, (why) => {
       this.#closePort();
+      if (port.kind === 'chardev' && why === 'closed') {
+        // virtio-serial: the host end disconnected (a probe connects per PING). Not a problem: read
+        // again soon, without a word, so the next PING is answered.
+        this.#retry(HOST_GONE_RETRY_MS, true);
+        return;
+      }
       log.problem('responder', `responder: ${this.path} ${why}; opening it again every ${Math.round(this.retryMs / 1000)} s`);
       this.#retry();
     });
   }
 
-  #retry(): void {
+  #retry(ms = this.retryMs, quiet = false): void {
     if (this.#stopped || this.#cancelRetry !== undefined) return;
     this.#cancelRetry = this.deps.later(() => {
       this.#cancelRetry = undefined;
-      this.#open().catch((e: unknown) => this.deps.log.problem('responder:bug', `responder: ${errText(e)}`));
-    }, this.retryMs);
+      this.#open(quiet).catch((e: unknown) => this.deps.log.problem('responder:bug', `responder: ${errText(e)}`));
+    }, ms);
   }
 
   #closePort(): void {

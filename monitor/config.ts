@@ -598,6 +598,7 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
         }),
       };
     case 'guest-ping':
+    case 'agent-ping':
       return { type: raw.type, params: defined({ maxBytes: p.maxBytes as number | undefined }) };
   }
 }
@@ -613,7 +614,7 @@ export function eveDomTarget(root: string, dom: string): Pick<AppTarget, 'qmp' |
 /**
  * The default bindings of an app that names no scenario (and of an EVE-discovered VM): QEMU's run
  * state when there is QMP, the kernel heartbeat when a layout is known too, the agent's marks in
- * the console logfile when there is one.
+ * the console logfile when there is one, a PING to the agent when its port is known.
  */
 export function defaultScenarios(target: AppTarget, timing: ScenarioTiming): ScenarioConfig[] {
   const out: ScenarioConfig[] = [];
@@ -624,6 +625,7 @@ export function defaultScenarios(target: AppTarget, timing: ScenarioTiming): Sce
   if (target.consoleLog !== undefined) {
     out.push({ name: 'console-marks', probe: { type: 'console-passive', params: { maxAgeMs: timing.periodMs } }, timing });
   }
+  if (target.agentPort !== undefined) out.push({ name: 'agent-ping', probe: { type: 'agent-ping', params: {} }, timing });
   return out;
 }
 
@@ -661,7 +663,8 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
     }
     for (const k of PATH_TRANSPORTS) {
       const v = t[k];
-      if (typeof v === 'string') target[k] = abs(v);
+      // The agent port may be a TCP chardev (`tcp:HOST:PORT`), not a path.
+      if (typeof v === 'string') target[k] = k === 'agentPort' && v.startsWith('tcp:') ? v : abs(v);
     }
     if (typeof t.consoleMux === 'boolean') target.consoleMux = t.consoleMux;
     if (typeof t.address === 'string') target.address = t.address;

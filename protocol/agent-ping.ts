@@ -13,6 +13,13 @@
 
 export const MAX_LINE = 128;
 
+/**
+ * The virtio-serial port name `eve-diag qemu-args --agent-port` gives the responder's port; the guest
+ * sees it as `/dev/virtio-ports/org.lfedge.eve.diag.0` (udev's link; `/sys/class/virtio-ports/vportNpM/name`
+ * holds the name where there is no udev).
+ */
+export const AGENT_PORT_NAME = 'org.lfedge.eve.diag.0';
+
 /** Splits a byte stream into lines, holding at most `maxLine` bytes; longer lines are dropped whole. */
 export class LineSplitter {
   #buf: Buffer[] = [];

@@ -11,6 +11,7 @@ export {
   type ConsoleSpec,
   type ErstSpec,
   type GdbSpec,
+  type AgentPortSpec,
   type QemuPiece,
 } from './model.js';
 export { QemuArgsError } from './errors.js';

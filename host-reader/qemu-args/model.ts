@@ -1,8 +1,10 @@
+import { AGENT_PORT_NAME } from '../../protocol/agent-ping.js';
 import { QemuArgsError } from './errors.js';
 
 /**
  * What to add to a QEMU launch so eve-diag can watch the VM: our ACPI table, and optionally the host-side
- * channels the monitor uses (QMP, an EVE-style console with a logfile, pvpanic, ERST, a gdbstub).
+ * channels the monitor uses (QMP, an EVE-style console with a logfile, pvpanic, ERST, a gdbstub, the
+ * agent's PING/PONG port on virtio-serial).
  * Every path is absolute: QEMU may run in another directory than the one that produced the flags.
  * Ids default to `evediag-*` names so the flags can be appended to an existing configuration (EVE's).
  */
@@ -15,6 +17,7 @@ export interface QemuArgsSpec {
   pvpanic?: boolean | { id?: string };
   erst?: ErstSpec;
   gdb?: GdbSpec;
+  agentPort?: AgentPortSpec;
 }
 
 export interface QmpSpec {
@@ -57,6 +60,17 @@ export interface GdbSpec {
   id?: string;
 }
 
+export interface AgentPortSpec {
+  /** Unix socket of the host end of the guest agent's PING/PONG port (the `agent-ping` probe connects to it). */
+  path: string;
+  /** Chardev id; default `evediag-agent` (the port device is `<id>-port`). */
+  id?: string;
+  /** The virtio-serial port name the guest sees; default AGENT_PORT_NAME (`org.lfedge.eve.diag.0`). */
+  name?: string;
+  /** Id of the virtio-serial controller added for it; default `evediag-vser`. */
+  busId?: string;
+}
+
 export const DEFAULT_IDS = {
   qmp: 'evediag-qmp',
   console: 'evediag-cons',
@@ -65,6 +79,8 @@ export const DEFAULT_IDS = {
   erstMemdev: 'erstnvram',
   erst: 'evediag-erst',
   gdb: 'evediag-gdb',
+  agentPort: 'evediag-agent',
+  virtioSerial: 'evediag-vser',
 } as const;
 
 /** Size of the ERST backing file (DESIGN fact 9): eight 8 KiB records, acpi-erst's default record size. */
@@ -222,6 +238,26 @@ export function planQemuArgs(spec: QemuArgsSpec): QemuPiece[] {
     reg.path('gdb.path', path);
     reg.id('chardev', 'gdb.id', id);
     pieces.push({ kind: 'chardev-socket', id, path, mux: false }, { kind: 'gdb', chardev: id });
+  }
+
+  const agent = optionalObject<AgentPortSpec>('agentPort', spec.agentPort);
+  if (agent) {
+    const path = checkPath('agentPort.path', agent.path, 'socket');
+    const id = checkId('agentPort.id', agent.id ?? DEFAULT_IDS.agentPort);
+    const busId = checkId('agentPort.busId', agent.busId ?? DEFAULT_IDS.virtioSerial);
+    const name = agent.name ?? AGENT_PORT_NAME;
+    if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name)) {
+      throw new QemuArgsError('agentPort.name', name, 'a virtio-serial port name: letters, digits, . _ - (at most 63)');
+    }
+    reg.path('agentPort.path', path);
+    reg.id('chardev', 'agentPort.id', id);
+    reg.id('device', 'agentPort.busId', busId);
+    reg.id('device', 'agentPort.id', `${id}-port`);
+    pieces.push(
+      { kind: 'device', driver: 'virtio-serial-pci', id: busId, props: [] },
+      { kind: 'chardev-socket', id, path, mux: false },
+      { kind: 'device', driver: 'virtserialport', id: `${id}-port`, props: [['bus', `${busId}.0`], ['chardev', id], ['name', name]] },
+    );
   }
   return pieces;
 }

@@ -82,6 +82,7 @@ function sectionPaths(spec: QemuArgsSpec): Array<[string, string]> {
     ['console.logfile', spec.console?.logfile],
     ['erst.path', spec.erst?.path],
     ['gdb.path', spec.gdb?.path],
+    ['agentPort.path', spec.agentPort?.path],
   ];
   return out.filter((e): e is [string, string] => e[1] !== undefined);
 }

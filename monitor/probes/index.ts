@@ -5,6 +5,7 @@
  * heartbeat session); instances that talk QMP share one connection per VM through `QmpLinks`.
  */
 import type { Probe } from '../types.js';
+import { AgentPingProbe, type AgentPingParams } from './agent-ping.js';
 import { ConsoleActiveProbe, type ConsoleActiveParams } from './console-active.js';
 import { ConsolePassiveProbe, type ConsolePassiveParams } from './console-passive.js';
 import { DiskHeartbeatProbe, type DiskHeartbeatParams } from './disk-heartbeat.js';
@@ -24,7 +25,8 @@ export type ProbeSpec =
   | { type: 'disk-heartbeat'; params: DiskHeartbeatParams }
   | { type: 'tcp'; params: TcpParams }
   | { type: 'http'; params: HttpParams }
-  | { type: 'guest-ping'; params: GuestPingParams };
+  | { type: 'guest-ping'; params: GuestPingParams }
+  | { type: 'agent-ping'; params: AgentPingParams };
 
 export type ProbeType = ProbeSpec['type'];
 
@@ -38,6 +40,7 @@ export const PROBE_TYPES: readonly ProbeType[] = [
   'tcp',
   'http',
   'guest-ping',
+  'agent-ping',
 ];
 
 export interface ProbeContext {
@@ -73,6 +76,8 @@ export function createProbe(spec: ProbeSpec, ctx: ProbeContext): Probe {
       return new HttpProbe(spec.params);
     case 'guest-ping':
       return new GuestPingProbe(spec.params);
+    case 'agent-ping':
+      return new AgentPingProbe(spec.params);
     default: {
       const never: never = spec;
       throw new TypeError(`unknown probe type ${JSON.stringify((never as { type: unknown }).type)}`);
@@ -84,6 +89,7 @@ export { QmpLink, QmpLinks, type QmpLinksOptions, type ConnectHook } from './qmp
 export { ConsoleActiveProbe, type ConsoleActiveParams, type ConsoleLoginStep } from './console-active.js';
 export { ConsolePassiveProbe, DEFAULT_MARK_PATTERN, DEFAULT_PANIC_PATTERN, type ConsolePassiveParams } from './console-passive.js';
 export { DiskHeartbeatProbe, type DiskHeartbeatParams } from './disk-heartbeat.js';
+export { AgentPingProbe, agentPortAddress, type AgentPingParams } from './agent-ping.js';
 export { GuestPingProbe, type GuestPingParams } from './guest-ping.js';
 export { HeartbeatProbe, outcomeOf, type HeartbeatParams, type HeartbeatSignal } from './heartbeat.js';
 export { HttpProbe, type HttpParams } from './http.js';

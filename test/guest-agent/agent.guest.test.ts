@@ -13,6 +13,10 @@ import { parseMark } from '../../protocol/mark.js';
 import { AGENT_VERSION } from '../../guest-agent/version.js';
 import type { HeartbeatReport } from '../../host-reader/region/assess.js';
 import { openSession, type Session } from '../../host-reader/session.js';
+import { qemuArgv } from '../../host-reader/qemu-args/index.js';
+import { AgentPingProbe } from '../../monitor/probes/agent-ping.js';
+import type { ProbeResult } from '../../monitor/types.js';
+import { AGENT_PORT_NAME } from '../../protocol/agent-ping.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
 /**
@@ -75,24 +79,33 @@ describe('Node agent in a real guest', () => {
   let session: Session;
   let pid: number;
   let portPath: string;
+  let virtioPortPath: string;
 
   beforeAll(async () => {
-    const image = await buildGuestImage({ node: true, agent: { bundle, sh: shAgent } });
+    // virtio_console for the agent port on virtio-serial (Debian builds it as a module).
+    const image = await buildGuestImage({ node: true, agent: { bundle, sh: shAgent }, modules: ['virtio_console', 'virtio_pci'] });
     portPath = join(dir, 'agent-port.sock');
+    virtioPortPath = join(dir, 'agent-vport.sock');
+    // The table and the agent port as `eve-diag qemu-args --table T --agent-port P` prints them.
+    const flags = qemuArgv({ acpiTable: aml, agentPort: { path: virtioPortPath } });
     guest = await launchGuest({
-      acpiTables: [aml],
       memoryMiB: 1024,
       append: 'quiet',
       bootTimeoutMs: 180_000,
       extraArgs: [
         ...['-initrd', image.initrd],
-        // ttyS1 for the responder, a socket on the host side.
+        ...flags,
+        // ttyS1 for a second responder, on an ISA serial port.
         ...['-chardev', `socket,id=agentport,path=${portPath},server=on,wait=off`, '-device', 'isa-serial,chardev=agentport'],
       ],
     });
-    // Loopback up, for the TCP check; syslogd for the marks.
-    await guest.run('busybox ip link set lo up; mkdir -p /var/log /etc/eve-diag && busybox syslogd -O /var/log/messages');
-    pid = await background(guest, `/usr/bin/node ${GUEST_AGENT_PATH} --period 1 --mark-period 5 --responder /dev/ttyS1 2>/tmp/agent.err`);
+    // Loopback up, for the TCP check; syslogd for the marks; the /dev/virtio-ports links udev would make.
+    await guest.run(
+      'busybox ip link set lo up; mkdir -p /var/log /etc/eve-diag /dev/virtio-ports && busybox syslogd -O /var/log/messages; ' +
+        'for p in /sys/class/virtio-ports/*; do ln -sf /dev/${p##*/} /dev/virtio-ports/$(cat $p/name); done',
+    );
+    expect(await guest.run(`readlink /dev/virtio-ports/${AGENT_PORT_NAME}`)).toMatch(/^\/dev\/vport\d+p1$/);
+    pid = await background(guest, `/usr/bin/node ${GUEST_AGENT_PATH} --period 1 --mark-period 5 --responder /dev/virtio-ports/${AGENT_PORT_NAME} >/tmp/agent.out 2>/tmp/agent.err`);
     session = await openSession({ qmpPath: guest.qmpPath, layout });
   });
   afterAll(async () => {
@@ -131,22 +144,47 @@ describe('Node agent in a real guest', () => {
     expect(messages).toMatch(new RegExp(`user\\.info eve-diag-agent: ${MARK_RE(AGENT_VERSION).source}`));
   });
 
-  test('the responder answers PING on ttyS1 and ignores garbage', async () => {
-    const sock = connect(portPath);
+  /** The host's agent-ping probe on `port` until it succeeds (the agent may still be opening its port). */
+  async function pingUntilAnswered(port: string): Promise<ProbeResult> {
+    const probe = new AgentPingProbe();
+    const end = Date.now() + 90_000;
+    for (;;) {
+      const r = await probe.run({ name: 'vm', agentPort: port }, { timeoutMs: 3000, signal: new AbortController().signal });
+      if (r.outcome === 'success' || Date.now() > end) return r;
+      await sleep(1000);
+    }
+  }
+
+  test('the agent-ping probe gets PONG from the agent on virtio-serial (qemu-args --agent-port), with its uptime', async () => {
+    const r = await pingUntilAnswered(virtioPortPath);
+    console.log(`[agent-ping virtio-serial] ${r.detail}`);
+    expect(r.outcome, `${r.detail}\n${await agentErr()}`).toBe('success');
+    expect(r.evidence?.['guestUptimeS']).toBeGreaterThan(0);
+    expect(await agentErr()).toContain(`responder: serving /dev/virtio-ports/${AGENT_PORT_NAME}`);
+  });
+
+  test('the responder on an ISA serial port (ttyS1) answers PING and ignores garbage; the probe too', async () => {
+    const second = await background(guest, `/usr/bin/node ${GUEST_AGENT_PATH} --period 0 --mark-period 0 --responder /dev/ttyS1 >/tmp/agent2.out 2>/tmp/agent2.err`);
     try {
-      await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
-      let got = '';
-      sock.setEncoding('utf8').on('data', (s: string) => (got += s));
-      const end = Date.now() + 60_000;
-      // The agent may still be opening the port: ask until it answers.
-      while (!/PONG 42 /.test(got) && Date.now() < end) {
-        sock.write('garbage that is no ping\nPING 42\n');
-        await sleep(2000);
+      const sock = connect(portPath);
+      try {
+        await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+        let got = '';
+        sock.setEncoding('utf8').on('data', (s: string) => (got += s));
+        const end = Date.now() + 60_000;
+        // The agent may still be opening the port: ask until it answers.
+        while (!/PONG 42 /.test(got) && Date.now() < end) {
+          sock.write('garbage that is no ping\nPING 42\n');
+          await sleep(2000);
+        }
+        expect(got).toMatch(/^PONG 42 uptime=\d+\.\d+ load=\d+\.\d+\r?\n/m);
+        expect(got).not.toContain('garbage');
+      } finally {
+        sock.destroy();
       }
-      expect(got).toMatch(/^PONG 42 uptime=\d+\.\d+ load=\d+\.\d+\r?\n/m);
-      expect(got).not.toContain('garbage');
+      expect((await pingUntilAnswered(portPath)).outcome).toBe('success');
     } finally {
-      sock.destroy();
+      await guest.run(`kill -TERM ${second}`);
     }
   });
 
@@ -157,11 +195,16 @@ describe('Node agent in a real guest', () => {
       const last = reports.at(-1) as HeartbeatReport;
       expect(last.kernel.status).toBe('alive');
       expect(last.vm.running).toBe(true);
+      // The userspace round trip fails too: no PONG from a stopped agent.
+      const ping = await new AgentPingProbe().run({ name: 'vm', agentPort: virtioPortPath }, { timeoutMs: 2000, signal: new AbortController().signal });
+      expect(ping.outcome).toBe('failure');
+      expect(ping.detail).toBe('agent PING: timed out after 2000 ms (no PONG)');
     } finally {
       await guest.run(`kill -CONT ${pid}`);
     }
     const back = await pollUntil(session, 'agent alive again', (r) => r.agent.status === 'alive', 60_000);
     expect((back.at(-1) as HeartbeatReport).kernel.status).toBe('alive');
+    expect((await pingUntilAnswered(virtioPortPath)).outcome).toBe('success');
   });
 
   test('SIGHUP reloads /etc/eve-diag/agent.json (a check appears in the marks)', async () => {
@@ -169,7 +212,7 @@ describe('Node agent in a real guest', () => {
     const since = guest.consoleText().length;
     const line = await guest.waitForConsole(/eve-diag mark seq=\d+ [^\n]*check\.self=ok check\.nothing=fail:refused/, 60_000, since);
     expect(line).toMatch(MARK_RE(AGENT_VERSION));
-    expect(await agentErr()).toContain('reloaded: heartbeat \\_TZ_.EDGA every 1 s; marks every 5 s to syslog, /dev/console; checks self, nothing; responder on /dev/ttyS1');
+    expect(await agentErr()).toContain(`reloaded: heartbeat \\_TZ_.EDGA every 1 s; marks every 5 s to syslog, /dev/console; checks self, nothing; responder on /dev/virtio-ports/${AGENT_PORT_NAME}`);
   });
 
   test('a zone that is not there (another table, thermal.off): said once, the agent keeps running', async () => {

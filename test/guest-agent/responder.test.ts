@@ -6,7 +6,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Log } from '../../guest-agent/log.js';
 import { MAX_LINE } from '../../protocol/agent-ping.js';
-import { openPort, Responder, serveLines, type Port } from '../../guest-agent/responder.js';
+import { HOST_GONE_RETRY_MS, openPort, Responder, serveLines, type Port } from '../../guest-agent/responder.js';
 import { FakeClock, settle } from './fake-clock.js';
 
 const stats = { uptime: '734.21', load: '0.08', memAvail: '1kB' };
@@ -70,7 +70,7 @@ describe('serveLines over a pair of streams', () => {
 });
 
 describe('Responder (injected port and time)', () => {
-  it('a missing port: logged once, retried every period; serves once it opens; reopens after a close', async () => {
+  function responder(kind: Port['kind']) {
     const clock = new FakeClock();
     const logs: string[] = [];
     let attempts = 0;
@@ -80,7 +80,7 @@ describe('Responder (injected port and time)', () => {
         attempts++;
         if (attempts <= 2) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
         const p = streamPair();
-        current = { ...p, close: () => p.input.destroy() };
+        current = { ...p, kind, close: () => p.input.destroy() };
         return current;
       },
       readStats: async () => stats,
@@ -90,34 +90,61 @@ describe('Responder (injected port and time)', () => {
         return () => clock.clearTimeout(h);
       },
     });
+    return { clock, logs, r, attempts: () => attempts, current: () => current };
+  }
+
+  it('a missing port: logged once, retried every period; serves once it opens; reopens after a close', async () => {
+    const { clock, logs, r, attempts, current } = responder('stream');
     await r.start();
     expect(r.open).toBe(false);
     await clock.advance(29_000);
-    expect(attempts).toBe(1);
+    expect(attempts()).toBe(1);
     await clock.advance(1000);
-    expect(attempts).toBe(2);
+    expect(attempts()).toBe(2);
     await clock.advance(30_000);
-    expect(attempts).toBe(3);
+    expect(attempts()).toBe(3);
     expect(r.open).toBe(true);
     expect(logs).toEqual([
       'responder: cannot open /dev/virtio-ports/x (ENOENT); trying again every 30 s',
       'responder: serving /dev/virtio-ports/x',
     ]);
-    current?.input.write('PING 9\n');
+    current()?.input.write('PING 9\n');
     await settle();
-    expect(current?.written).toEqual(['PONG 9 uptime=734.21 load=0.08\n']);
+    expect(current()?.written).toEqual(['PONG 9 uptime=734.21 load=0.08\n']);
 
-    current?.input.end(); // the host side went away
-    current?.input.resume();
+    current()?.input.end(); // a tty or FIFO that went away
+    current()?.input.resume();
     await settle();
     expect(r.open).toBe(false);
     expect(logs[2]).toBe('responder: /dev/virtio-ports/x closed; opening it again every 30 s');
     await clock.advance(30_000);
-    expect(attempts).toBe(4);
+    expect(attempts()).toBe(4);
     expect(r.open).toBe(true);
     r.stop();
     expect(r.open).toBe(false);
     expect(clock.pending).toBe(0);
+  });
+
+  it('a virtio-serial port whose host end disconnects is read again within a second, without a log line', async () => {
+    const { clock, logs, r, attempts, current } = responder('chardev');
+    await r.start();
+    await clock.advance(60_000); // two failed opens, then open
+    expect(attempts()).toBe(3);
+    expect(r.open).toBe(true);
+    for (let cycle = 0; cycle < 3; cycle++) {
+      current()?.input.end(); // EOF: the host end is not connected
+      current()?.input.resume();
+      await settle();
+      expect(r.open).toBe(false);
+      await clock.advance(HOST_GONE_RETRY_MS);
+      expect(r.open).toBe(true);
+      current()?.input.write(`PING ${cycle}\n`);
+      await settle();
+      expect(current()?.written).toEqual([`PONG ${cycle} uptime=734.21 load=0.08\n`]);
+    }
+    expect(attempts()).toBe(6);
+    expect(logs).toEqual(['responder: cannot open /dev/virtio-ports/x (ENOENT); trying again every 30 s', 'responder: serving /dev/virtio-ports/x']);
+    r.stop();
   });
 });
 
@@ -141,6 +168,26 @@ describe('openPort', () => {
     expect(replies).toEqual(['PONG 77 uptime=734.21 load=0.08\n']);
     stop();
     port.close();
+  });
+
+  it('a character device at end of file (as a virtio-serial port with no host) ends once and closes without an uncaught EBADF', async () => {
+    const port = await openPort('/dev/null');
+    expect(port.kind).toBe('chardev');
+    const ends: string[] = [];
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      serveLines(port.input, port.output, async () => stats, (why) => {
+        ends.push(why);
+        port.close();
+      });
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    expect(ends).toEqual(['closed']);
+    expect(uncaught).toEqual([]);
   });
 
   it('a missing path rejects with ENOENT', async () => {

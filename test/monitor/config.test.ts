@@ -61,6 +61,7 @@ apps:
       heartbeatDisk: /var/lib/web/hb.img
       address: 10.1.0.5
       qga: /run/web/qga
+      agentPort: agent.sock
     scenarios:
       - name: kernel
         probe: { type: kernel-heartbeat, params: { failOn: late, graceSeconds: 30 } }
@@ -87,6 +88,10 @@ apps:
         probe: { type: http, params: { scheme: https, port: 8443, path: /healthz, insecure: true, bodyRegex: "ok" } }
       - name: qga
         probe: { type: guest-ping }
+      - name: pong
+        probe: { type: agent-ping, params: { maxBytes: 4096 } }
+  - name: tcp-agent
+    transports: { agentPort: "tcp:10.1.0.5:4000" }
   - name: db
     eveDom: 0b6c3a4e-1111-2222-3333-444455556666.1.1
 `;
@@ -117,6 +122,7 @@ describe('parseConfig: a valid file', () => {
     expect(s.disk).toEqual({ type: 'disk-heartbeat', params: { maxAgeMs: 15000 } });
     expect(s.port).toEqual({ type: 'tcp', params: { port: 443 } });
     expect(s.health).toEqual({ type: 'http', params: { scheme: 'https', port: 8443, path: '/healthz', insecure: true, bodyRegex: 'ok' } });
+    expect(s.pong).toEqual({ type: 'agent-ping', params: { maxBytes: 4096 } });
   });
 
   test('transports: relative paths resolve against the base directory; eveDom fills EVE paths', () => {
@@ -130,9 +136,12 @@ describe('parseConfig: a valid file', () => {
       heartbeatDisk: '/var/lib/web/hb.img',
       address: '10.1.0.5',
       qga: '/run/web/qga',
+      agentPort: '/etc/eve-diag/agent.sock',
     });
+    // A TCP chardev is not a path.
+    expect(c.apps[1]?.target).toEqual({ name: 'tcp-agent', agentPort: 'tcp:10.1.0.5:4000' });
     const dom = '0b6c3a4e-1111-2222-3333-444455556666.1.1';
-    expect(c.apps[1]?.target).toEqual({
+    expect(c.apps[2]?.target).toEqual({
       name: 'db',
       qmp: `/run/hypervisor/kvm/${dom}/qmp`,
       console: `/run/hypervisor/kvm/${dom}/cons`,
@@ -141,7 +150,8 @@ describe('parseConfig: a valid file', () => {
       layout: '/etc/eve-diag/ssdt/eve-diag-ssdt.json',
     });
     // An app without scenarios gets the default bindings.
-    expect(c.apps[1]?.scenarios.map((s) => s.probe.type)).toEqual(['qmp-status', 'kernel-heartbeat', 'console-passive']);
+    expect(c.apps[2]?.scenarios.map((s) => s.probe.type)).toEqual(['qmp-status', 'kernel-heartbeat', 'console-passive']);
+    expect(c.apps[1]?.scenarios.map((s) => s.probe.type)).toEqual(['agent-ping']);
   });
 
   test('diagnostics, eve, spool, controller, metrics, qmp', () => {
@@ -234,7 +244,7 @@ describe('parseConfig: errors name the file, the line and the field', () => {
       'an unknown probe type',
       'apps:\n  - name: a\n    scenarios:\n      - name: s\n        probe:\n          type: ping\n',
       [
-        'monitor.yaml:6: apps[0].scenarios[0].probe.type: must be one of kernel-heartbeat, agent-heartbeat, qmp-status, console-active, console-passive, disk-heartbeat, tcp, http, guest-ping (got "ping")',
+        'monitor.yaml:6: apps[0].scenarios[0].probe.type: must be one of kernel-heartbeat, agent-heartbeat, qmp-status, console-active, console-passive, disk-heartbeat, tcp, http, guest-ping, agent-ping (got "ping")',
       ],
     ],
     [

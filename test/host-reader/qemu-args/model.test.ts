@@ -70,6 +70,17 @@ describe('planQemuArgs', () => {
     expect(e.message).toContain(`(got ${JSON.stringify(e.value)})`);
   });
 
+  test('the agent port: a virtio-serial controller, the chardev, a named port on it', () => {
+    const pieces = planQemuArgs({ acpiTable: TABLE, agentPort: { path: '/run/vm/agent.sock' } });
+    expect(pieces.slice(1)).toEqual([
+      { kind: 'device', driver: 'virtio-serial-pci', id: 'evediag-vser', props: [] },
+      { kind: 'chardev-socket', id: 'evediag-agent', path: '/run/vm/agent.sock', mux: false },
+      { kind: 'device', driver: 'virtserialport', id: 'evediag-agent-port', props: [['bus', 'evediag-vser.0'], ['chardev', 'evediag-agent'], ['name', 'org.lfedge.eve.diag.0']] },
+    ]);
+    expect(errorOf({ acpiTable: TABLE, agentPort: { path: '/a', name: 'bad name' } }).field).toBe('agentPort.name');
+    expect(errorOf({ acpiTable: TABLE, agentPort: { path: '/a' }, gdb: { path: '/g', id: 'evediag-agent' } }).field).toBe('agentPort.id');
+  });
+
   test('the same id in different namespaces is fine (a chardev and a device)', () => {
     expect(() => planQemuArgs({ acpiTable: TABLE, gdb: { path: '/g', id: 'x' }, pvpanic: { id: 'x' } })).not.toThrow();
   });
