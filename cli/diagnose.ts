@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { connectQmp } from '../monitor/diagnostics/index.js';
-import { diagnoseApp } from '../monitor/daemon.js';
+import { diagnoseApp, openSpool } from '../monitor/daemon.js';
 import { discoverEveApps } from '../monitor/discovery.js';
 import { VERDICTS } from '../monitor/metrics.js';
 import type { Verdict } from '../monitor/types.js';
@@ -28,9 +28,10 @@ export async function diagnose(flags: DiagnoseFlags, out: (s: string) => void, e
   if (!app) throw new UsageError('--app', flags.app, `no such app in ${flags.config} (apps: ${apps.map((a) => a.name).join(', ') || 'none'})`);
   if (app.diagnostics.collectors.length === 0) throw new UsageError('--app', flags.app, 'its diagnostic scenario has no collectors');
   const n = app.diagnostics.collectors.length;
+  const spool = openSpool({ ...config.spool, dir: flags.spool ?? config.spool.dir }, (r) => err(`${r.level}: ${r.msg}`));
   const b = await diagnoseApp(app, {
     qmpConnector: connectQmp,
-    spool: flags.spool ?? config.spool.dir,
+    spool,
     verdict: flags.verdict as Verdict,
     evidence: { requestedBy: 'eve-diag diagnose' },
     onStep: (s) => err(`[${s.index + 1}/${n}] ${s.kind}: ${s.status}, ${s.durationMs} ms: ${s.summary}`),

@@ -5,6 +5,8 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'y
 import monitorConfigSchema from '../docs/monitor-config.schema.json' with { type: 'json' };
 import { EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
 import type { ProbeSpec } from './probes/index.js';
+import { DEFAULT_MAX_BUNDLE_BYTES } from './report/bundle.js';
+import { SPOOL_QUOTA_DEFAULT } from './report/spool.js';
 import { DEFAULT_TIMING, type AppTarget, type ScenarioTiming } from './types.js';
 
 /**
@@ -72,7 +74,8 @@ export interface MonitorConfig {
   defaults: { timing: ScenarioTiming; diagnostics: DiagnosticsConfig };
   eve: EveConfig;
   qmp: { connectTimeoutMs: number; holdMs?: number };
-  spool: { dir: string; maxBytes?: number };
+  /** The report spool: `quotaBytes` for all bundles, `maxBundleBytes` for one (report/spool.ts). */
+  spool: { dir: string; quotaBytes: number; maxBundleBytes: number };
   controller?: { url: string; timeoutMs: number; insecure: boolean };
   metrics?: { listen: string; host: string; port: number };
   apps: AppConfig[];
@@ -441,7 +444,7 @@ interface RawConfig {
   defaults?: RawTiming & { diagnostics?: RawDiagnostics };
   eve?: { autodiscover?: boolean; root?: string; exclude?: string[]; layout?: string; layouts?: Record<string, string>; diagnostics?: RawDiagnostics };
   qmp?: { holdSeconds?: number; connectTimeoutSeconds?: number };
-  spool?: { dir?: string; maxBytes?: number };
+  spool?: { dir?: string; maxBytes?: number; maxBundleBytes?: number };
   controller?: { url: string; timeoutSeconds?: number; insecure?: boolean };
   metrics?: { listen: string };
   apps?: RawApp[];
@@ -694,6 +697,9 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
     });
   });
 
+  if (raw.spool?.maxBundleBytes !== undefined && raw.spool.maxBundleBytes > (raw.spool.maxBytes ?? SPOOL_QUOTA_DEFAULT)) {
+    problem(ctx, ['spool', 'maxBundleBytes'], `must not exceed spool.maxBytes (${raw.spool.maxBytes ?? SPOOL_QUOTA_DEFAULT}) (got ${raw.spool.maxBundleBytes})`);
+  }
   const q = raw.qmp ?? {};
   const config: MonitorConfig = {
     file: ctx.file,
@@ -703,7 +709,11 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
       connectTimeoutMs: q.connectTimeoutSeconds !== undefined ? ms(q.connectTimeoutSeconds) : QMP_CONNECT_TIMEOUT_MS_DEFAULT,
       ...(q.holdSeconds !== undefined ? { holdMs: ms(q.holdSeconds) } : {}),
     },
-    spool: { dir: abs(raw.spool?.dir ?? SPOOL_DIR_DEFAULT), ...(raw.spool?.maxBytes !== undefined ? { maxBytes: raw.spool.maxBytes } : {}) },
+    spool: {
+      dir: abs(raw.spool?.dir ?? SPOOL_DIR_DEFAULT),
+      quotaBytes: raw.spool?.maxBytes ?? SPOOL_QUOTA_DEFAULT,
+      maxBundleBytes: raw.spool?.maxBundleBytes ?? Math.min(DEFAULT_MAX_BUNDLE_BYTES, raw.spool?.maxBytes ?? SPOOL_QUOTA_DEFAULT),
+    },
     apps,
   };
   if (raw.controller !== undefined) {

@@ -16,9 +16,13 @@ import { discoverEveApps } from './discovery.js';
 import { Manager, type LogRecord } from './manager.js';
 import type { MonitorMetrics } from './metrics.js';
 import { QmpLinks } from './probes/qmp-link.js';
-import { writeBundle, type WrittenBundle } from './report/index.js';
+import type { TimelineSample, WrittenBundle } from './report/index.js';
+import { Spool } from './report/spool.js';
 import type { Collector, Verdict } from './types.js';
 import { linkConnector } from './diagnostics/common.js';
+
+/** How often the daemon cleans the spool and checks its quota (besides before every write). */
+export const SPOOL_MAINTAIN_MS = 10 * 60 * 1000;
 
 /** Collector kinds a config may name (config validation uses this list). */
 export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state'] as const;
@@ -57,28 +61,43 @@ export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector):
 
 export interface DiagnoseOptions {
   qmpConnector: QmpConnector;
-  spool: string;
+  spool: Spool;
   verdict: Verdict;
   evidence?: Record<string, unknown>;
+  /** The heartbeat and run-state samples before the verdict, oldest first. */
+  timeline?: readonly TimelineSample[];
   signal?: AbortSignal;
   onStep?: (s: StepResult) => void;
-  maxBundleBytes?: number;
 }
 
 /** Run the app's diagnostic scenario once and write the report bundle into the spool. */
 export async function diagnoseApp(app: AppConfig, o: DiagnoseOptions): Promise<WrittenBundle> {
   const steps = app.diagnostics.collectors.map((c) => ({ collector: createCollector(c, o.qmpConnector), timeoutMs: c.timeoutMs, maxBytes: c.maxBytes }));
   const run = await runDiagnostics(app.target, steps, { ...(o.signal ? { signal: o.signal } : {}), ...(o.onStep ? { onStep: o.onStep } : {}) });
-  return writeBundle(
-    o.spool,
-    {
-      app: app.name,
-      verdict: o.verdict,
-      evidence: { ...(o.evidence ?? {}), diagnostics: { durationMs: run.durationMs, budgetExhausted: run.budgetExhausted } },
-      steps: run.steps,
+  return o.spool.write({
+    app: app.name,
+    verdict: o.verdict,
+    evidence: { ...(o.evidence ?? {}), diagnostics: { durationMs: run.durationMs, budgetExhausted: run.budgetExhausted } },
+    ...(o.timeline !== undefined ? { timeline: o.timeline } : {}),
+    steps: run.steps,
+  });
+}
+
+/** The configured spool, its evictions and clean-ups logged and counted. */
+export function openSpool(config: MonitorConfig['spool'], log: (r: LogRecord) => void, metrics?: MonitorMetrics): Spool {
+  return new Spool({
+    dir: config.dir,
+    quotaBytes: config.quotaBytes,
+    maxBundleBytes: config.maxBundleBytes,
+    events: {
+      evicted: (e) => {
+        metrics?.spoolEvictions.inc({ delivered: String(e.delivered) });
+        if (e.delivered) log({ level: 'info', msg: 'spool: delivered report evicted', report: e.id, bytes: e.bytes });
+        else log({ level: 'error', msg: 'spool: undelivered report dropped (quota)', report: e.id, bytes: e.bytes, quotaBytes: config.quotaBytes });
+      },
+      cleaned: (n) => log({ level: 'warn', msg: 'spool: removed temporary directories of a crashed writer', count: n }),
     },
-    o.maxBundleBytes !== undefined ? { maxTotalBytes: o.maxBundleBytes } : {},
-  );
+  });
 }
 
 /** Host CPU pressure (PSI `some avg10`), when the kernel has PSI. */
@@ -105,21 +124,38 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
   const clock = o.clock ?? realClock;
   const links = new QmpLinks({ connectTimeoutMs: config.qmp.connectTimeoutMs, ...(config.qmp.holdMs ? { holdMs: config.qmp.holdMs } : {}) });
   const connector = linkConnector(links);
+  const spool = openSpool(config.spool, o.log, o.metrics);
+  const updateSpoolMetrics = async () => {
+    if (o.metrics === undefined) return;
+    const u = await spool.usage().catch(() => undefined);
+    if (u === undefined) return;
+    o.metrics.spoolBytes.set(u.bytes);
+    o.metrics.spoolBundles.set({ state: 'delivered' }, u.delivered);
+    o.metrics.spoolBundles.set({ state: 'undelivered' }, u.undelivered);
+  };
+  // Start clean: temporaries of a crashed run, a spool over its quota.
+  const maintain = async () => {
+    await spool.maintain().catch((e: unknown) => o.log({ level: 'error', msg: 'spool maintenance failed', error: String((e as Error).message) }));
+    await updateSpoolMetrics();
+  };
+  await maintain();
+  let lastMaintain = clock.now();
   const manager = new Manager({
     clock,
     links,
     log: o.log,
     ...(o.metrics ? { metrics: o.metrics } : {}),
     hostPressure: () => readHostPressure(),
-    diagnose: async ({ app, classification, signal }) => {
+    diagnose: async ({ app, classification, timeline, signal }) => {
       const b = await diagnoseApp(app, {
         qmpConnector: connector,
-        spool: config.spool.dir,
+        spool,
         verdict: classification.verdict,
         evidence: { reason: classification.reason, runState: classification.runState, observations: classification.evidence, host: classification.host },
+        timeline,
         signal,
-        ...(config.spool.maxBytes ? { maxBundleBytes: config.spool.maxBytes } : {}),
       });
+      await updateSpoolMetrics();
       return b.dir;
     },
   });
@@ -139,6 +175,10 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
       await clock.sleep(o.rediscoverMs ?? 10_000, o.signal).catch(() => undefined);
       if (o.signal.aborted) break;
       if (config.eve.autodiscover) await manager.sync(await appsNow());
+      if (clock.now() - lastMaintain >= SPOOL_MAINTAIN_MS) {
+        lastMaintain = clock.now();
+        await maintain();
+      }
     }
   } finally {
     await manager.stop();

@@ -5,6 +5,7 @@ import type { MonitorMetrics } from './metrics.js';
 import { createProbe } from './probes/index.js';
 import type { QmpLinks } from './probes/qmp-link.js';
 import type { Probe, Verdict } from './types.js';
+import { Timeline, timelinePoint, type TimelineSampleOut } from './timeline.js';
 import { Worker, type WorkerUpdate } from './worker.js';
 
 /**
@@ -28,6 +29,8 @@ export interface DiagnosticsRun {
   classification: Classification;
   /** What tripped it: the scenario whose worker turned to failure. */
   trigger: WorkerUpdate;
+  /** The app's heartbeat and run-state samples up to now, oldest first. */
+  timeline: TimelineSampleOut[];
   signal: AbortSignal;
 }
 
@@ -43,6 +46,10 @@ export interface ManagerDeps {
   /** Probe factory (tests inject fakes); default createProbe. */
   probeFor?: (app: AppConfig, scenario: AppConfig['scenarios'][number]) => Probe;
   random?: () => number;
+  /** Wall clock for timeline samples (tests). */
+  wallNow?: () => number;
+  /** Samples kept per app for report timelines. Default 360. */
+  timelineSamples?: number;
 }
 
 interface AppRun {
@@ -59,6 +66,7 @@ interface AppRun {
   classifying: Promise<void> | undefined;
   /** The update to classify next: the newest, unless an older one is a trigger (a change to failure). */
   pending: WorkerUpdate | undefined;
+  timeline: Timeline;
 }
 
 export interface AppStatus {
@@ -106,7 +114,7 @@ export class Manager {
   #startApp(app: AppConfig): void {
     const { clock, log } = this.deps;
     const ac = new AbortController();
-    const run: AppRun = { app, ac, workers: [], probes: [], done: Promise.resolve(), observations: new Map(), verdict: undefined, lastDiagnosis: undefined, diagnosing: false, classifying: undefined, pending: undefined };
+    const run: AppRun = { app, ac, workers: [], probes: [], done: Promise.resolve(), observations: new Map(), verdict: undefined, lastDiagnosis: undefined, diagnosing: false, classifying: undefined, pending: undefined, timeline: new Timeline(this.deps.timelineSamples) };
     for (const sc of app.scenarios) {
       const probe = this.deps.probeFor?.(app, sc) ?? createProbe(sc.probe, { links: this.deps.links, periodMs: sc.timing.periodMs, now: () => clock.now() });
       run.probes.push(probe);
@@ -142,6 +150,10 @@ export class Manager {
     const age = last?.evidence?.['ageMs'];
     if (metrics && typeof age === 'number' && (probeType === 'kernel-heartbeat' || probeType === 'agent-heartbeat')) {
       metrics.heartbeatAge.set({ app: run.app.name, signal: probeType === 'kernel-heartbeat' ? 'kernel' : 'agent' }, age / 1000);
+    }
+    if (last) {
+      const point = timelinePoint((this.deps.wallNow ?? Date.now)(), u.scenario, probeType, last.outcome, last.evidence);
+      if (point) run.timeline.record(point);
     }
     if (u.changed) log({ level: u.state.result === 'failure' ? 'warn' : 'info', msg: 'scenario result', app: run.app.name, scenario: u.scenario, result: u.state.result, detail: last?.detail });
     this.#scheduleClassify(run, u);
@@ -203,7 +215,7 @@ export class Manager {
     run.lastDiagnosis = now;
     this.deps.metrics?.diagnostics.inc({ app: run.app.name, verdict: c.verdict });
     log({ level: 'warn', msg: 'diagnostics started', app: run.app.name, verdict: c.verdict, trigger: trigger.scenario });
-    const p = diagnose({ app: run.app, classification: c, trigger, signal: run.ac.signal })
+    const p = diagnose({ app: run.app, classification: c, trigger, timeline: run.timeline.samples(), signal: run.ac.signal })
       .then(
         (where) => log({ level: 'info', msg: 'diagnostics done', app: run.app.name, verdict: c.verdict, report: where }),
         (e: unknown) => log({ level: 'error', msg: 'diagnostics failed', app: run.app.name, error: String((e as Error)?.message ?? e) }),

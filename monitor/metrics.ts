@@ -39,6 +39,24 @@ export class MonitorMetrics {
     registers: [this.registry],
   });
 
+  readonly spoolBytes = new Gauge({
+    name: 'eve_diag_spool_bytes',
+    help: 'Bytes of the report bundles in the spool.',
+    registers: [this.registry],
+  });
+  readonly spoolBundles = new Gauge({
+    name: 'eve_diag_spool_bundles',
+    help: 'Report bundles in the spool, delivered to the controller or not.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly spoolEvictions = new Counter({
+    name: 'eve_diag_spool_evictions_total',
+    help: 'Bundles removed to keep the spool within its quota; delivered="false" are reports the controller never got.',
+    labelNames: ['delivered'] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'eve_diag_' });
   }

@@ -149,6 +149,14 @@ describe('eve-diag monitor against real guests', () => {
     const bundle = String(done['report']);
     const manifest = await readManifest(bundle, { verifyFiles: true });
     expect(['guest-kernel-hung', 'guest-panicked']).toContain(manifest.verdict);
+    // The timeline: the kernel heartbeat samples up to the verdict, alive before the panic, the stall last.
+    const beats = manifest.timeline.filter((t) => t['probe'] === 'kernel-heartbeat');
+    expect(beats.length).toBeGreaterThan(5);
+    const statuses = beats.map((t) => t['status']);
+    expect(statuses.lastIndexOf('alive')).toBeGreaterThanOrEqual(0);
+    expect(statuses.lastIndexOf('alive')).toBeLessThan(statuses.indexOf('stalled'));
+    expect(beats.at(-1)?.['outcome']).toBe('failure');
+    expect(manifest.timeline.some((t) => t['probe'] === 'qmp-status' && t['runState'] === 'running')).toBe(true);
     const files = await readdir(bundle);
     expect(files.some((f) => f.endsWith('console.txt'))).toBe(true);
     expect(files.some((f) => f.endsWith('registers.txt'))).toBe(true);

@@ -171,7 +171,7 @@ describe('parseConfig: a valid file', () => {
       layouts: { special: '/opt/special.json' },
       diagnostics: c.defaults.diagnostics,
     });
-    expect(c.spool).toEqual({ dir: '/etc/eve-diag/spool' });
+    expect(c.spool).toEqual({ dir: '/etc/eve-diag/spool', quotaBytes: 512 * 1024 * 1024, maxBundleBytes: 16 * 1024 * 1024 });
     expect(c.controller).toEqual({ url: 'https://ctrl.example:8443/ingest', timeoutMs: 30000, insecure: false });
     expect(c.metrics).toEqual({ listen: '127.0.0.1:9464', host: '127.0.0.1', port: 9464 });
     expect(c.qmp).toEqual({ connectTimeoutMs: 5000, holdMs: 30000 });
@@ -186,7 +186,7 @@ describe('parseConfig: defaults', () => {
       expect(c.defaults.timing).toEqual({ periodMs: 10000, timeoutMs: 1000, initialDelayMs: 0, failureThreshold: 3, successThreshold: 1 });
       expect(c.defaults.diagnostics).toEqual({ cooldownMs: 300000, collectors: [] });
       expect(c.eve).toMatchObject({ autodiscover: false, root: '/run/hypervisor/kvm', exclude: [], layouts: {} });
-      expect(c.spool).toEqual({ dir: '/var/lib/eve-diag/spool' });
+      expect(c.spool).toEqual({ dir: '/var/lib/eve-diag/spool', quotaBytes: 512 * 1024 * 1024, maxBundleBytes: 16 * 1024 * 1024 });
       expect(c.controller).toBeUndefined();
       expect(c.metrics).toBeUndefined();
     }
@@ -289,6 +289,11 @@ describe('parseConfig: errors name the file, the line and the field', () => {
       'timeout longer than the period',
       'apps:\n  - name: a\n    scenarios:\n      - name: s\n        probe: { type: qmp-status }\n        periodSeconds: 5\n        timeoutSeconds: 6\n',
       ['monitor.yaml:7: apps[0].scenarios[0].timeoutSeconds: timeoutSeconds (6) must not exceed periodSeconds (5)'],
+    ],
+    [
+      'a bundle cap above the spool quota',
+      'spool:\n  maxBytes: 1048576\n  maxBundleBytes: 2097152\n',
+      ['monitor.yaml:3: spool.maxBundleBytes: must not exceed spool.maxBytes (1048576) (got 2097152)'],
     ],
     [
       'duplicate names',

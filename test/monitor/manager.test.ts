@@ -73,6 +73,11 @@ describe('Manager', () => {
     expect(runs).toHaveLength(1);
     expect(runs[0]?.classification.verdict).toBe('guest-kernel-hung');
     expect(runs[0]?.trigger.scenario).toBe('kernel');
+    // The report's timeline: each heartbeat and run-state result up to the verdict, oldest first.
+    const kernel = runs[0]?.timeline.filter((t) => t.probe === 'kernel-heartbeat') ?? [];
+    expect(kernel.map((t) => t.status)).toEqual(['alive', 'alive', 'alive', 'stalled', 'stalled']);
+    expect(kernel.at(-1)).toMatchObject({ scenario: 'kernel', outcome: 'failure', ageMs: 3100 });
+    expect(runs[0]?.timeline.filter((t) => t.probe === 'qmp-status').every((t) => t.runState === 'running')).toBe(true);
     // Recover, fail again within the cooldown: no second run.
     probes.get('vm1/kernel')!.next = ok('kernel-heartbeat');
     await clock.advance(2000);

@@ -1,0 +1,200 @@
+import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cleanSpool, listSpool, writeBundle, type ReportInput, type WriteBundleOptions, type WrittenBundle } from './bundle.js';
+import { isSafeName } from './manifest.js';
+
+/**
+ * The node's spool of report bundles (bundle.ts writes one atomically), with a total quota:
+ *
+ * - a bundle is *undelivered* until the shipper marks it delivered (`<id>/.delivered`, the
+ *   controller's acknowledgement, written atomically);
+ * - before a new bundle is written, room is made for it: delivered bundles go first, oldest first;
+ *   if that is not enough, the oldest undelivered bundles go, and each of them is logged, counted in
+ *   a metric and recorded in `<spool>/.dropped.jsonl` (so the shipper can tell the controller which
+ *   reports it will never get). The newest report is kept: it describes the VM as it is now;
+ * - `.tmp-*` directories a crashed writer left are removed at start and on every `maintain()`.
+ *
+ * Nothing here follows a symlink placed in the spool: sizes come from lstat, and only real
+ * directories with a safe name count as bundles.
+ */
+
+export const SPOOL_QUOTA_DEFAULT = 512 * 1024 * 1024;
+export const DELIVERED_MARK = '.delivered';
+export const DROPPED_LEDGER = '.dropped.jsonl';
+/** The ledger is cut to its newer half when it grows beyond this. */
+const DROPPED_LEDGER_MAX_BYTES = 1024 * 1024;
+
+export interface SpoolEntryInfo {
+  id: string;
+  dir: string;
+  bytes: number;
+  delivered: boolean;
+}
+
+export interface DroppedReport {
+  id: string;
+  bytes: number;
+  droppedAt: string;
+  reason: string;
+}
+
+export interface SpoolEvents {
+  /** A bundle removed to make room: `delivered` false means a report the controller never got. */
+  evicted?(e: { id: string; bytes: number; delivered: boolean }): void;
+  /** A temporary directory of a crashed writer removed. */
+  cleaned?(n: number): void;
+}
+
+export interface SpoolOptions {
+  dir: string;
+  /** Total bytes of all bundles. Default 512 MiB. */
+  quotaBytes?: number;
+  /** One bundle's cap (bundle.ts). Default 16 MiB. */
+  maxBundleBytes?: number;
+  /** Age at which a `.tmp-*` directory is a crashed writer's. Default 10 minutes. */
+  tmpMaxAgeMs?: number;
+  events?: SpoolEvents;
+  /** Wall clock (tests). */
+  now?: () => Date;
+}
+
+export class Spool {
+  readonly dir: string;
+  readonly quotaBytes: number;
+  readonly maxBundleBytes: number;
+  readonly #tmpMaxAgeMs: number;
+  readonly #events: SpoolEvents;
+  readonly #now: () => Date;
+  /** Bundles are immutable once written: their size is measured once. */
+  readonly #sizes = new Map<string, number>();
+
+  constructor(o: SpoolOptions) {
+    this.dir = o.dir;
+    this.quotaBytes = o.quotaBytes ?? SPOOL_QUOTA_DEFAULT;
+    this.maxBundleBytes = o.maxBundleBytes ?? 16 * 1024 * 1024;
+    this.#tmpMaxAgeMs = o.tmpMaxAgeMs ?? 10 * 60 * 1000;
+    this.#events = o.events ?? {};
+    this.#now = o.now ?? (() => new Date());
+    for (const [k, v] of Object.entries({ quotaBytes: this.quotaBytes, maxBundleBytes: this.maxBundleBytes })) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${k}: a positive integer (got ${v})`);
+    }
+    if (this.maxBundleBytes > this.quotaBytes) throw new RangeError(`maxBundleBytes (${this.maxBundleBytes}) must not exceed quotaBytes (${this.quotaBytes})`);
+  }
+
+  /** Every complete bundle, oldest first, with its size and state. */
+  async entries(): Promise<SpoolEntryInfo[]> {
+    const out: SpoolEntryInfo[] = [];
+    for (const e of await listSpool(this.dir)) {
+      const st = await lstat(e.dir).catch(() => undefined);
+      if (st === undefined || !st.isDirectory()) continue; // a link or a race with a removal
+      let bytes = this.#sizes.get(e.id);
+      if (bytes === undefined) {
+        bytes = await dirBytes(e.dir);
+        this.#sizes.set(e.id, bytes);
+      }
+      out.push({ id: e.id, dir: e.dir, bytes, delivered: await isFile(join(e.dir, DELIVERED_MARK)) });
+    }
+    return out;
+  }
+
+  async usage(): Promise<{ bytes: number; bundles: number; delivered: number; undelivered: number; undeliveredBytes: number }> {
+    const all = await this.entries();
+    const undelivered = all.filter((e) => !e.delivered);
+    return {
+      bytes: all.reduce((n, e) => n + e.bytes, 0),
+      bundles: all.length,
+      delivered: all.length - undelivered.length,
+      undelivered: undelivered.length,
+      undeliveredBytes: undelivered.reduce((n, e) => n + e.bytes, 0),
+    };
+  }
+
+  /** Removes crashed writers' temporaries and brings the spool within its quota. */
+  async maintain(): Promise<void> {
+    const n = await cleanSpool(this.dir, this.#tmpMaxAgeMs);
+    if (n > 0) this.#events.cleaned?.(n);
+    await this.#makeRoom(0);
+  }
+
+  /** Makes room for a bundle of at most maxBundleBytes, then writes it. */
+  async write(input: ReportInput, options: Omit<WriteBundleOptions, 'maxTotalBytes'> = {}): Promise<WrittenBundle> {
+    await this.#makeRoom(this.maxBundleBytes);
+    const b = await writeBundle(this.dir, input, { ...options, maxTotalBytes: this.maxBundleBytes });
+    // The quota may still be exceeded by what the new bundle really took (its directory entries).
+    await this.#makeRoom(0);
+    return b;
+  }
+
+  /** Records the controller's acknowledgement: the bundle may be evicted from now on. */
+  async markDelivered(id: string, ack: Record<string, unknown>): Promise<void> {
+    if (!isSafeName(id)) throw new RangeError(`bundle id ${JSON.stringify(id)} is not a safe name`);
+    const dir = join(this.dir, id);
+    const st = await lstat(dir);
+    if (!st.isDirectory()) throw new Error(`${dir} is not a bundle directory`);
+    const tmp = join(dir, `${DELIVERED_MARK}.tmp`);
+    await writeFile(tmp, `${JSON.stringify({ ...ack, deliveredAt: this.#now().toISOString() })}\n`, { mode: 0o600 });
+    await rename(tmp, join(dir, DELIVERED_MARK));
+  }
+
+  async isDelivered(id: string): Promise<boolean> {
+    return isSafeName(id) && isFile(join(this.dir, id, DELIVERED_MARK));
+  }
+
+  /** The reports removed before they were delivered (newest last), as recorded in the ledger. */
+  async dropped(): Promise<DroppedReport[]> {
+    const text = await readFile(join(this.dir, DROPPED_LEDGER), 'utf8').catch(() => '');
+    const out: DroppedReport[] = [];
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      try {
+        const v = JSON.parse(line) as DroppedReport;
+        if (typeof v.id === 'string' && isSafeName(v.id)) out.push(v);
+      } catch {
+        // a torn last line after a crash
+      }
+    }
+    return out;
+  }
+
+  async #makeRoom(incoming: number): Promise<void> {
+    const all = await this.entries();
+    let used = all.reduce((n, e) => n + e.bytes, 0);
+    const limit = this.quotaBytes - incoming;
+    if (used <= limit) return;
+    // Delivered first, oldest first; then undelivered, oldest first (all is oldest first).
+    const order = [...all.filter((e) => e.delivered), ...all.filter((e) => !e.delivered)];
+    for (const e of order) {
+      if (used <= limit) break;
+      await rm(e.dir, { recursive: true, force: true });
+      this.#sizes.delete(e.id);
+      used -= e.bytes;
+      if (!e.delivered) await this.#recordDropped({ id: e.id, bytes: e.bytes, droppedAt: this.#now().toISOString(), reason: 'spool quota' });
+      this.#events.evicted?.({ id: e.id, bytes: e.bytes, delivered: e.delivered });
+    }
+  }
+
+  async #recordDropped(d: DroppedReport): Promise<void> {
+    const file = join(this.dir, DROPPED_LEDGER);
+    await appendFile(file, `${JSON.stringify(d)}\n`, { mode: 0o600 });
+    const st = await stat(file).catch(() => undefined);
+    if (st !== undefined && st.size > DROPPED_LEDGER_MAX_BYTES) {
+      const lines = (await readFile(file, 'utf8')).split('\n').filter((l) => l !== '');
+      await writeFile(file, `${lines.slice(Math.floor(lines.length / 2)).join('\n')}\n`, { mode: 0o600 });
+    }
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  return st !== undefined && st.isFile();
+}
+
+/** Bytes of the regular files directly in `dir` (bundles are flat), never following a link. */
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const st = await lstat(join(dir, name)).catch(() => undefined);
+    if (st?.isFile()) n += st.size;
+  }
+  return n;
+}
