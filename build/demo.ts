@@ -5,8 +5,7 @@
  * the live heartbeat view, makes the guest kernel panic, shows the kernel heartbeat going stalled
  * and the verdict, and stops QEMU (by pid) whatever happens.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,46 +17,15 @@ import { openSession, type Session } from '../host-reader/session.js';
 import type { Poll } from '../host-reader/reader.js';
 import { buildGuestImage, GUEST_READY_LINE } from './guest-image.js';
 import { bzImageVersion } from './kernels.js';
-import { findOnPath } from '../util/which.js';
+import { executeSetup, machineState, planSetup } from './setup.js';
+import { repoRoot } from '../util/repo-root.js';
 
-const PACKAGES = ['qemu-system-x86', 'seabios', 'linux-image-amd64', 'busybox-static'];
 const PERIOD_MS = 1000;
 const t0 = performance.now();
 const since = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s`;
 const step = (n: number, text: string) => console.log(`\n[${n}/6] ${text}`);
 const info = (text: string) => console.log(`      ${text}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function missingPackages(): string[] {
-  const missing: string[] = [];
-  if (!findOnPath('qemu-system-x86_64')) missing.push('qemu-system-x86');
-  if (!existsSync('/usr/share/seabios/bios-256k.bin') && !existsSync('/usr/share/qemu/bios-256k.bin')) missing.push('seabios');
-  const kernels = existsSync('/boot') ? readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')) : [];
-  if (kernels.length === 0) missing.push('linux-image-amd64');
-  if (!existsSync('/bin/busybox') || spawnSync('sh', ['-c', 'file -L /bin/busybox 2>/dev/null | grep -q dynamically']).status === 0) {
-    missing.push('busybox-static');
-  }
-  return missing;
-}
-
-function ensurePackages(): void {
-  const missing = missingPackages();
-  if (missing.length === 0) {
-    info(`ok: ${PACKAGES.join(', ')}`);
-    return;
-  }
-  const line = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
-  if (process.getuid?.() !== 0) {
-    console.error(`eve-diag demo: missing Debian packages: ${missing.join(', ')}\nrun as root:\n  ${line}`);
-    process.exit(2);
-  }
-  info(`installing ${missing.join(', ')} (${line})`);
-  const r = spawnSync('sh', ['-c', line], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  if (r.status !== 0) {
-    console.error(`eve-diag demo: apt-get failed (exit ${r.status})`);
-    process.exit(1);
-  }
-}
 
 /** Compact one-line view of a poll, for the demo's scrolling log. */
 function line(p: Poll): string {
@@ -89,7 +57,13 @@ async function main(): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     step(1, 'checking Debian packages');
-    ensurePackages();
+    // The installer `npm test` and .ci/run use too: as root it installs what is missing.
+    const setup = await executeSetup(planSetup('demo', await machineState('demo')), {
+      log: info,
+      uid: process.getuid?.(),
+      rootCommand: `sudo ${process.execPath} ${join(repoRoot(), 'dist', 'build', 'setup.js')} demo   # then npm run demo again`,
+    });
+    if (setup !== 0) return setup;
 
     step(2, 'building the diagnostic SSDT');
     const ssdt = buildDiagSsdt({ kernelPeriodMs: PERIOD_MS });
