@@ -12,10 +12,10 @@
 import { build } from 'esbuild';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AGENT_VERSION } from '../guest-agent/version.js';
 import { writeFileAtomically } from '../util/atomic-write.js';
 import { repoRoot } from '../util/repo-root.js';
+import { isMainModule } from '../util/main-module.js';
 
 export const AGENT_BUNDLE_NAME = 'eve-diag-agent.js';
 /** The agent's size budget (the limit). */
@@ -86,14 +86,7 @@ export async function buildAgentBundle(o: AgentBundleOptions = {}): Promise<Agen
 
 // Run as a script, not imported. The name check keeps this module inert when esbuild bundles it into
 // another entry (a benchmark), where import.meta.url is that entry's.
-const isEntry = (() => {
-  try {
-    const self = fileURLToPath(import.meta.url);
-    return /agent-bundle\.[jt]s$/.test(self) && process.argv[1] !== undefined && resolve(process.argv[1]) === self;
-  } catch {
-    return false;
-  }
-})();
+const isEntry = isMainModule(import.meta.url, /agent-bundle\.[jt]s$/);
 if (isEntry) {
   const outfile = process.argv[2];
   buildAgentBundle(outfile === undefined ? {} : { outfile }).then(

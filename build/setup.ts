@@ -13,9 +13,10 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BACKPORTS_PIN_FILE, BACKPORTS_SOURCES_FILE } from './kernels.js';
+import { isMainModule } from '../util/main-module.js';
 
 /** What each target needs, and why (the reason is printed with the plan). */
 export const PACKAGES = {
@@ -185,13 +186,7 @@ export async function setupMain(argv: readonly string[], log: (s: string) => voi
   return executeSetup(plan, { log, uid: process.getuid?.(), rootCommand: `sudo ${process.execPath} ${self} ${t}` });
 }
 
-const isEntry = (() => {
-  try {
-    return process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
-  } catch {
-    return false;
-  }
-})();
+const isEntry = isMainModule(import.meta.url);
 if (isEntry) {
   setupMain(process.argv.slice(2)).then(
     (code) => (process.exitCode = code),

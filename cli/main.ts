@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { register as registerSsdtBuild } from './ssdt-build.js';
 import { register as registerSsdtInspect } from './ssdt-inspect.js';
@@ -11,6 +11,17 @@ import { register as registerMonitor } from './monitor.js';
 import { register as registerDiagnose } from './diagnose.js';
 import { register as registerBake } from './bake.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
+import { isMainModule } from '../util/main-module.js';
+import { repoRoot } from '../util/repo-root.js';
+
+/** The version in the package.json this CLI was installed with. */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 export interface Io {
   out: (s: string) => void;
@@ -25,6 +36,7 @@ const defaultIo: Io = {
 export function program(io: Io): Command {
   const p = new Command('eve-diag')
     .description('Know when an EVE / QEMU application VM hangs, why, and what the guest was doing.')
+    .version(packageVersion(), '-V, --version', 'print the eve-diag version')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
@@ -62,13 +74,7 @@ export async function main(argv: string[], io: Io = defaultIo): Promise<number> 
   }
 }
 
-const isEntry = (() => {
-  try {
-    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
-  } catch {
-    return false;
-  }
-})();
+const isEntry = isMainModule(import.meta.url);
 if (isEntry) {
   main(process.argv.slice(2)).then(
     (code) => {

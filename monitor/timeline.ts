@@ -21,17 +21,8 @@ export interface TimelinePoint {
   runState?: string;
 }
 
-export interface TimelineSampleOut {
-  [key: string]: unknown;
-  at: string;
-  scenario: string;
-  probe: string;
-  outcome: ProbeOutcome;
-  status?: string;
-  beats?: number;
-  ageMs?: number;
-  runState?: string;
-}
+/** A sample as a report stores it: the point, its time as ISO 8601. */
+export type TimelineSampleOut = Omit<TimelinePoint, 'at'> & { at: string; [key: string]: unknown };
 
 const OUTCOMES: readonly ProbeOutcome[] = ['success', 'failure', 'unknown'];
 const NONE = 0xff;

@@ -1,7 +1,7 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { formatPing, LineSplitter, parsePong, type Pong } from '../../protocol/agent-ping.js';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
-import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown, Waiters } from './common.js';
+import { connectSocket, deadline, deadlineResult, errnoCode, errorText, failure, success, unknown, Waiters } from './common.js';
 
 /**
  * `agent-ping`: a userspace round trip to the guest agent's responder (protocol/agent-ping.ts) over the
@@ -107,26 +107,8 @@ class PongChannel {
     socket.on('error', () => undefined); // 'close' follows
   }
 
-  static open(port: string, maxBytes: number, signal: AbortSignal): Promise<PongChannel> {
-    return new Promise((resolve, reject) => {
-      const s = connect(agentPortAddress(port));
-      const onAbort = () => {
-        s.destroy();
-        reject(signal.reason);
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      s.once('connect', () => {
-        signal.removeEventListener('abort', onAbort);
-        s.removeAllListeners('error');
-        resolve(new PongChannel(s, maxBytes));
-      });
-      s.once('error', (e) => {
-        signal.removeEventListener('abort', onAbort);
-        s.destroy();
-        reject(e);
-      });
-    });
+  static async open(port: string, maxBytes: number, signal: AbortSignal): Promise<PongChannel> {
+    return new PongChannel(await connectSocket(agentPortAddress(port), signal), maxBytes);
   }
 
   write(text: string): void {

@@ -1,3 +1,4 @@
+import { connect, type Socket } from 'node:net';
 import type { ProbeResult } from '../types.js';
 
 /**
@@ -136,6 +137,32 @@ export function tail(text: string, max: number): string {
  * with the first value `take` returns, rejects when the stream ends (`ended()` gives the error) or the
  * signal aborts; `wake()` re-checks every waiter after new data or the end.
  */
+/**
+ * Connects a socket (a unix path or TCP), rejecting with `signal.reason` when it aborts first (the
+ * half-open socket is destroyed). The socket resolves with no 'error' listener of its own.
+ */
+export function connectSocket(to: { path: string } | { host: string; port: number }, signal: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(to);
+    const onAbort = () => {
+      s.destroy();
+      reject(signal.reason);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    s.once('connect', () => {
+      signal.removeEventListener('abort', onAbort);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      signal.removeEventListener('abort', onAbort);
+      s.destroy();
+      reject(e);
+    });
+  });
+}
+
 export class Waiters {
   readonly #wakers = new Set<() => void>();
 

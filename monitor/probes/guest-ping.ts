@@ -1,7 +1,7 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { ByteBuffer } from '../../util/byte-buffer.js';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
-import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown, Waiters } from './common.js';
+import { connectSocket, deadline, deadlineResult, errnoCode, errorText, failure, success, unknown, Waiters } from './common.js';
 
 /**
  * `guest-ping`: qemu-guest-agent over its host chardev socket (KubeVirt's guestAgentPing, Masakari's
@@ -95,26 +95,8 @@ class QgaChannel {
     socket.on('error', () => undefined); // 'close' follows
   }
 
-  static open(path: string, maxBytes: number, signal: AbortSignal): Promise<QgaChannel> {
-    return new Promise((resolve, reject) => {
-      const s = connect(path);
-      const onAbort = () => {
-        s.destroy();
-        reject(signal.reason);
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      s.once('connect', () => {
-        signal.removeEventListener('abort', onAbort);
-        s.removeAllListeners('error');
-        resolve(new QgaChannel(s, maxBytes));
-      });
-      s.once('error', (e) => {
-        signal.removeEventListener('abort', onAbort);
-        s.destroy();
-        reject(e);
-      });
-    });
+  static async open(path: string, maxBytes: number, signal: AbortSignal): Promise<QgaChannel> {
+    return new QgaChannel(await connectSocket({ path }, signal), maxBytes);
   }
 
   write(data: string | Buffer): void {

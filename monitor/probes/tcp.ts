@@ -1,6 +1,5 @@
-import { connect } from 'node:net';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
-import { deadline, deadlineResult, errnoCode, errorText, failure, success, unknown } from './common.js';
+import { connectSocket, deadline, deadlineResult, errnoCode, errorText, failure, success, unknown } from './common.js';
 
 /**
  * `tcp` (transport 3, network): connect to host:port and close at once, like the kubelet's
@@ -27,20 +26,7 @@ export class TcpProbe implements Probe {
     const d = deadline(opts.signal, opts.timeoutMs);
     const t0 = performance.now();
     try {
-      await new Promise<void>((resolve, reject) => {
-        const s = connect({ host, port });
-        const done = (e?: unknown) => {
-          d.signal.removeEventListener('abort', onAbort);
-          s.destroy();
-          if (e === undefined) resolve();
-          else reject(e);
-        };
-        const onAbort = () => done(d.signal.reason);
-        d.signal.addEventListener('abort', onAbort, { once: true });
-        if (d.signal.aborted) onAbort();
-        s.once('connect', () => done());
-        s.once('error', (e) => done(e));
-      });
+      (await connectSocket({ host, port }, d.signal)).destroy();
       const connectMs = Math.round(performance.now() - t0);
       return success(`connected to ${where} in ${connectMs} ms`, { host, port, connectMs });
     } catch (e) {

@@ -1,24 +1,15 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodeCpio } from '../../build/cpio.js';
 import { buildGuestImage, GUEST_AGENT_PATH, GUEST_SH_AGENT_PATH, guestCpioEntries, guestImageKey, parseLddOutput } from '../../build/guest-image.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
 /** The options build/guest-image.ts gained for the guest agent (the default image is tested in test/build). */
 
-let dirs: string[] = [];
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'eve-diag-agent-image-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  dirs = [];
-});
+const tempDir = tempDirs('eve-diag-agent-image-');
 
 describe('parseLddOutput', () => {
   it('takes the libraries and the loader, skips the vDSO', () => {

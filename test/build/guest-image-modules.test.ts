@@ -1,23 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buildGuestImage, initScript, kernelModuleFiles } from '../../build/guest-image.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
 /** build/guest-image.ts option `modules` (the heartbeat disk's guest test needs virtio_blk): a fake modules tree. */
 
-let dirs: string[] = [];
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'eve-diag-modules-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  dirs = [];
-});
+const tempDir = tempDirs('eve-diag-modules-');
 
 const V = '6.1.0-1-amd64';
 

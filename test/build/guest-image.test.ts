@@ -1,9 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodeCpio } from '../../build/cpio.js';
 import {
   buildGuestImage,
@@ -13,17 +12,9 @@ import {
   hasElfInterpreter,
   initScript,
 } from '../../build/guest-image.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
-let dirs: string[] = [];
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'guest-image-test-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  dirs = [];
-});
+const tempDir = tempDirs('guest-image-test-');
 
 describe('initScript', () => {
   const init = initScript();

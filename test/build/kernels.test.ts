@@ -1,7 +1,6 @@
-import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bzImageVersion,
   bzImageVersionOf,
@@ -11,17 +10,9 @@ import {
   KernelFetchError,
   versionFromShow,
 } from '../../build/kernels.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
-let dirs: string[] = [];
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'kernels-test-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  dirs = [];
-});
+const tempDir = tempDirs('kernels-test-');
 
 describe('hostKernel', () => {
   it('picks the newest version, not the last in plain string order, with its modules and System.map', async () => {

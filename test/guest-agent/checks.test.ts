@@ -82,44 +82,38 @@ describe('probeCommand', () => {
   it('killed by a signal: signal-NAME', async () => {
     expect(await probeCommand('kill -TERM $$', 2000)).toEqual({ ok: false, reason: 'signal-SIGTERM' });
   });
-  it('timeout kills the whole process group (children too)', async () => {
+  /** Runs `command` (which writes a background child's pid to $PIDFILE); returns the outcome and the child's state after it. */
+  async function withBackgroundChild(command: string, timeoutMs: number) {
     const dir = mkdtempSync(join(tmpdir(), 'eve-diag-check-'));
     try {
       const pidFile = join(dir, 'pid');
       const t0 = Date.now();
-      expect(await probeCommand(`sleep 30 & echo $! > ${pidFile}; wait`, 300)).toEqual({ ok: false, reason: 'timeout' });
-      expect(Date.now() - t0).toBeLessThan(2000);
+      const outcome = await probeCommand(command.replace('$PIDFILE', pidFile), timeoutMs);
+      const ms = Date.now() - t0;
       const child = readFileSync(pidFile, 'utf8').trim();
       await new Promise((r) => setTimeout(r, 200));
-      // The background sleep is gone (or a zombie about to be reaped by init).
-      let state = '';
+      let state = 'gone';
       try {
         state = execFileSync('ps', ['-o', 'stat=', '-p', child]).toString().trim();
       } catch {
-        state = 'gone';
+        // ps exits 1: no such process
       }
-      expect(state === 'gone' || state.startsWith('Z')).toBe(true);
+      // Gone, or a zombie about to be reaped by init.
+      return { outcome, ms, child, state, gone: state === 'gone' || state.startsWith('Z') };
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+  it('timeout kills the whole process group (children too)', async () => {
+    const r = await withBackgroundChild('sleep 30 & echo $! > $PIDFILE; wait', 300);
+    expect(r.outcome).toEqual({ ok: false, reason: 'timeout' });
+    expect(r.ms).toBeLessThan(2000);
+    expect(r.gone, `background sleep ${r.child}: ${r.state}`).toBe(true);
   });
   it('a check that succeeds leaves no background child behind (its process group is killed)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eve-diag-check-'));
-    try {
-      const pidFile = join(dir, 'pid');
-      expect(await probeCommand(`sleep 30 & echo $! > ${pidFile}`, 2000)).toEqual({ ok: true });
-      const child = readFileSync(pidFile, 'utf8').trim();
-      await new Promise((r) => setTimeout(r, 200));
-      let state = '';
-      try {
-        state = execFileSync('ps', ['-o', 'stat=', '-p', child]).toString().trim();
-      } catch {
-        state = 'gone';
-      }
-      expect(state === 'gone' || state.startsWith('Z'), `background sleep ${child}: ${state}`).toBe(true);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const r = await withBackgroundChild('sleep 30 & echo $! > $PIDFILE', 2000);
+    expect(r.outcome).toEqual({ ok: true });
+    expect(r.gone, `background sleep ${r.child}: ${r.state}`).toBe(true);
   });
   it('a shell that does not exist: spawn-enoent', async () => {
     expect(await probeCommand('true', 2000, '/nonexistent/sh')).toEqual({ ok: false, reason: 'spawn-enoent' });

@@ -38,7 +38,8 @@ const cli = async (...args: string[]) =>
   );
 
 describe('the installed package', () => {
-  test('eve-diag --help', async () => {
+  test('eve-diag --version, --help', async () => {
+    expect((await cli('--version')).out.trim()).toMatch(/^\d+\.\d+\.\d+$/);
     const r = await cli('--help');
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/Usage: eve-diag/);

@@ -1,19 +1,10 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { Spool } from '../../../monitor/report/spool.js';
+import { tempDirs } from '../../helpers/temp-dirs.js';
 
-let dirs: string[] = [];
-const temp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'eve-diag-spool-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  dirs = [];
-});
+const temp = tempDirs('eve-diag-spool-');
 
 const KiB = 1024;
 /** A report with one artifact of about `bytes`. */
