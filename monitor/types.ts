@@ -1,3 +1,5 @@
+import type { MediaType } from '../protocol/report-manifest.js';
+
 /**
  * The monitor's contracts (the seed's 3rd iteration): apps (VMs) bound to monitoring scenarios
  * (a probe plus timing), and a diagnostic scenario (collectors) run when a monitoring scenario fails.
@@ -70,7 +72,7 @@ export const DEFAULT_TIMING: ScenarioTiming = {
 export interface Artifact {
   /** File name inside the report bundle (no slashes). */
   name: string;
-  mediaType: 'text/plain' | 'application/json' | 'application/octet-stream';
+  mediaType: MediaType;
   data: string | Uint8Array;
   /** The collector stopped at its size cap. */
   truncated?: boolean;
@@ -89,16 +91,4 @@ export interface Collector {
   collect(target: AppTarget, opts: { timeoutMs: number; signal: AbortSignal; maxBytes: number }): Promise<CollectorResult>;
 }
 
-/** Every verdict the classifier gives, in precedence order of the healthy case first. */
-export const VERDICTS = [
-  'running-healthy',
-  'vm-not-running',
-  'guest-panicked',
-  'guest-kernel-hung',
-  'guest-userspace-hung',
-  'app-unhealthy',
-  'guest-starved',
-  'unknown',
-] as const;
-
-export type Verdict = (typeof VERDICTS)[number];
+export { VERDICTS, type Verdict } from '../protocol/report-manifest.js';

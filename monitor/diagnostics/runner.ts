@@ -1,3 +1,4 @@
+import type { StepStatus } from '../../protocol/report-manifest.js';
 import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Artifact, Collector, CollectorResult } from '../types.js';
 import { artifactBytes, describeError, textArtifact } from './common.js';
@@ -10,7 +11,7 @@ export interface DiagnosticStep {
 }
 
 /** How a step ended. */
-export type StepStatus = 'done' | 'timeout' | 'aborted' | 'error' | 'skipped';
+export type { StepStatus };
 
 export interface StepResult extends CollectorResult {
   index: number;

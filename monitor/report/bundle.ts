@@ -20,7 +20,7 @@ import {
   type ManifestOmission,
   type ReportManifest,
   type TimelineEntry,
-} from './manifest.js';
+} from '../../protocol/report-manifest.js';
 
 /**
  * A report bundle is one directory in a spool: `<spool>/<id>/manifest.json` plus the artifact files. It is

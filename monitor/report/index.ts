@@ -34,4 +34,4 @@ export {
   type ManifestOmission,
   type TimelineEntry,
   type JsonValue,
-} from './manifest.js';
+} from '../../protocol/report-manifest.js';

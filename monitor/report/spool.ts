@@ -1,7 +1,7 @@
 import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cleanSpool, listSpool, writeBundle, type ReportInput, type WriteBundleOptions, type WrittenBundle } from './bundle.js';
-import { isSafeName } from './manifest.js';
+import { isSafeName } from '../../protocol/report-manifest.js';
 
 /**
  * The node's spool of report bundles (bundle.ts writes one atomically), with a total quota:

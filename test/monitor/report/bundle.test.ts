@@ -14,7 +14,7 @@ import {
   writeBundle,
   type ReportInput,
 } from '../../../monitor/report/bundle.js';
-import { manifestProblems } from '../../../monitor/report/manifest.js';
+import { manifestProblems } from '../../../protocol/report-manifest.js';
 
 let spool: string;
 beforeEach(async () => {

@@ -1,5 +1,3 @@
-import type { StepStatus } from '../diagnostics/runner.js';
-import { VERDICTS, type Artifact, type Verdict } from '../types.js';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsPlugin from 'ajv-formats';
 
@@ -10,8 +8,9 @@ const addFormats = ((addFormatsPlugin as unknown as { default?: unknown }).defau
 /**
  * The manifest of a report bundle (`<spool>/<id>/manifest.json`): what was found (verdict, evidence, the
  * heartbeat timeline) and what the diagnostic scenario collected (one entry per step, each artifact with
- * its file, size and SHA-256). Versioned: a reader checks `schema` and `schemaVersion` first. The JSON
- * Schema below is published as docs/report-manifest.schema.json (a test keeps them equal).
+ * its file, size and SHA-256). The contract between the monitor that writes bundles and the controller
+ * that receives them. Versioned: a reader checks `schema` and `schemaVersion` first. The JSON Schema
+ * below is published as docs/report-manifest.schema.json (a test keeps them equal).
  */
 
 export const MANIFEST_SCHEMA_NAME = 'eve-diag/report-manifest';
@@ -22,13 +21,25 @@ export const MANIFEST_FILE = 'manifest.json';
 export const SAFE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
 const SAFE_NAME = new RegExp(SAFE_NAME_PATTERN);
 
-export { VERDICTS };
+/** Every verdict the monitor gives, in precedence order of the healthy case first (monitor/classify.ts). */
+export const VERDICTS = [
+  'running-healthy',
+  'vm-not-running',
+  'guest-panicked',
+  'guest-kernel-hung',
+  'guest-userspace-hung',
+  'app-unhealthy',
+  'guest-starved',
+  'unknown',
+] as const;
+export type Verdict = (typeof VERDICTS)[number];
 
-export const STEP_STATUSES = ['done', 'timeout', 'aborted', 'error', 'skipped'] as const satisfies readonly StepStatus[];
-const _allStatuses: Exclude<StepStatus, (typeof STEP_STATUSES)[number]> extends never ? true : never = true;
-void _allStatuses;
+/** How a diagnostic step ended. */
+export const STEP_STATUSES = ['done', 'timeout', 'aborted', 'error', 'skipped'] as const;
+export type StepStatus = (typeof STEP_STATUSES)[number];
 
-export const MEDIA_TYPES = ['text/plain', 'application/json', 'application/octet-stream'] as const satisfies readonly Artifact['mediaType'][];
+export const MEDIA_TYPES = ['text/plain', 'application/json', 'application/octet-stream'] as const;
+export type MediaType = (typeof MEDIA_TYPES)[number];
 
 /** Whether `name` may be a bundle id or a file name in a bundle. */
 export function isSafeName(name: unknown): name is string {
@@ -42,7 +53,7 @@ export interface ManifestArtifact {
   name: string;
   /** The file in the bundle directory (the step's index, a dash, the name). */
   file: string;
-  mediaType: Artifact['mediaType'];
+  mediaType: MediaType;
   bytes: number;
   sha256: string;
   /** Cut by the collector's or the bundle's size cap. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { isSafeName, manifestProblems, REPORT_MANIFEST_SCHEMA, type ReportManifest } from '../../../monitor/report/manifest.js';
+import { isSafeName, manifestProblems, REPORT_MANIFEST_SCHEMA, type ReportManifest } from '../../protocol/report-manifest.js';
 
 const sha = 'a'.repeat(64);
 const valid = (): ReportManifest => ({
@@ -31,7 +31,7 @@ const valid = (): ReportManifest => ({
 
 describe('the manifest schema', () => {
   test('docs/report-manifest.schema.json is the schema the code validates with', () => {
-    const published: unknown = JSON.parse(readFileSync(new URL('../../../docs/report-manifest.schema.json', import.meta.url), 'utf8'));
+    const published: unknown = JSON.parse(readFileSync(new URL('../../docs/report-manifest.schema.json', import.meta.url), 'utf8'));
     expect(published).toEqual(JSON.parse(JSON.stringify(REPORT_MANIFEST_SCHEMA)));
   });
 
