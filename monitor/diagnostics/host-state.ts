@@ -1,5 +1,6 @@
 import { open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MEMINFO_KEYS, type HostState, type PressureLine, type QemuProcessState, type ThreadState } from '../../protocol/host-state.js';
 import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Collector, CollectorResult } from '../types.js';
 import { connectQmp, Deadline, describeError, failed, jsonArtifact, withQmp, type QmpConnector } from './common.js';
@@ -32,78 +33,12 @@ export interface HostStateOptions {
 /** `sysconf(_SC_CLK_TCK)`: the unit of utime/stime in /proc/PID/stat; USER_HZ is 100 on every Linux arch. */
 const CLK_TCK = 100;
 const MAX_PROC_FILE_BYTES = 64 * 1024;
-const MEMINFO_KEYS = [
-  'MemTotal',
-  'MemFree',
-  'MemAvailable',
-  'Buffers',
-  'Cached',
-  'SwapTotal',
-  'SwapFree',
-  'Dirty',
-  'Writeback',
-  'Committed_AS',
-  'AnonPages',
-  'Shmem',
-] as const;
 /**
  * With `-name ...,debug-threads=on` QEMU names its vCPU threads `CPU N/KVM`, `CPU N/TCG` (MTTCG) or
  * `ALL CPUs/TCG` (single-threaded TCG); without it every thread is `qemu-system-x86` (checked with QEMU
  * 7.2), and only QMP `query-cpus-fast` (`thread-id`) tells which threads are the vCPUs.
  */
 const VCPU_COMM = /^(?:CPU \d+|ALL CPUs)\/[A-Za-z]+$/;
-
-export interface PressureLine {
-  avg10: number;
-  avg60: number;
-  avg300: number;
-  /** Total stall time, microseconds. */
-  total: number;
-}
-
-export interface ThreadState {
-  tid: number;
-  comm: string;
-  /** R running, S sleeping, D disk sleep, T stopped... */
-  state: string;
-  /** CPU the thread last ran on. */
-  lastCpu: number | null;
-  utimeMs: number;
-  stimeMs: number;
-  /** CPU use over the sampling interval (100 = one host CPU), when two samples were taken. */
-  cpuPercent?: number;
-}
-
-export interface QemuProcessState {
-  pid: number;
-  /** How the process was found. */
-  foundBy: 'target' | 'cmdline' | 'socket';
-  comm: string;
-  state: string;
-  threads: number | null;
-  rssKiB: number | null;
-  utimeMs: number;
-  stimeMs: number;
-  vcpus: ThreadState[];
-  /** How the vCPU threads were told apart: QMP `query-cpus-fast` thread ids, or thread names. */
-  vcpuSource: 'qmp' | 'comm';
-  /** Threads read (bounded by `maxThreads`). */
-  threadsRead: number;
-  sampleMs: number;
-  /** Other processes that also matched. */
-  otherCandidates?: number[];
-}
-
-export interface HostState {
-  collectedAt: string;
-  procRoot: string;
-  loadavg: { load1: number; load5: number; load15: number; runnable: number; entities: number } | null;
-  pressure: Record<'cpu' | 'memory' | 'io', { some?: PressureLine; full?: PressureLine } | null>;
-  /** kB, as in /proc/meminfo. */
-  meminfo: Partial<Record<(typeof MEMINFO_KEYS)[number], number>>;
-  qemu: QemuProcessState | null;
-  errors: string[];
-}
 
 /**
  * The host side of a hang: is the host itself starved (load, PSI stall times, memory), and is the VM's

@@ -20,11 +20,8 @@ export {
   parseStat,
   type HostAppTarget,
   type HostStateOptions,
-  type HostState,
-  type QemuProcessState,
-  type ThreadState,
-  type PressureLine,
 } from './host-state.js';
+export type { HostState, QemuProcessState, ThreadState, PressureLine } from '../../protocol/host-state.js';
 export {
   runDiagnostics,
   capArtifacts,

@@ -8,8 +8,8 @@ import {
   parseLoadavg,
   parsePressure,
   parseStat,
-  type HostState,
 } from '../../../monitor/diagnostics/host-state.js';
+import type { HostState } from '../../../protocol/host-state.js';
 import type { QmpConnector } from '../../../monitor/diagnostics/common.js';
 import { QmpClient } from '../../../host-reader/qmp/index.js';
 import { FakeQmpServer } from '../../helpers/fake-qmp-server.js';
