@@ -38,6 +38,8 @@ export const PACKAGES = {
     dash: 'the POSIX-sh agent under dash',
     systemd: 'systemd-analyze verifies the agent’s units',
     'libguestfs-tools': 'guestfish and qemu-img for `bake image`',
+    'postgresql-15': 'PostgreSQL 15, the controller’s shared store (a cluster per test run)',
+    chromium: 'Chromium, the dashboard’s browser tests (driven by playwright-core)',
   },
 } as const satisfies Record<string, Record<string, string>>;
 export type SetupTarget = keyof typeof PACKAGES;

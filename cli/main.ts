@@ -10,6 +10,7 @@ import { register as registerWatch } from './watch.js';
 import { register as registerMonitor } from './monitor.js';
 import { register as registerDiagnose } from './diagnose.js';
 import { register as registerBake } from './bake.js';
+import { register as registerController } from './controller.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usage-error.js';
 import { isMainModule } from '../util/main-module.js';
 import { repoRoot } from '../util/repo-root.js';
@@ -50,6 +51,7 @@ export function program(io: Io): Command {
   registerMonitor(p);
   registerDiagnose(p, io.out, io.err);
   registerBake(p, io.out, io.err);
+  registerController(p, io.out);
   for (const c of p.commands) c.exitOverride();
   return p;
 }

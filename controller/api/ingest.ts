@@ -1,0 +1,174 @@
+import { createHash } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { droppedNoticeProblems, paths, SHA256_RE, verdictEventProblems, type DroppedNotice, type ReportOffer, type VerdictEvent } from '../../protocol/controller-api.js';
+import { isSafeName, manifestProblems, MANIFEST_SCHEMA_NAME, MANIFEST_SCHEMA_VERSION, type ReportManifest } from '../../protocol/report-manifest.js';
+import { parseLogEntries } from '../logs.js';
+import type { Limits, RateLimiter } from '../limits.js';
+import { ConflictError, type Store } from '../store/store.js';
+import { caller, HttpError } from './http.js';
+
+/**
+ * The node-facing half of the API (protocol/controller-api.ts): reports in three resumable steps,
+ * verdict events, dropped-report notices, app logs. Every body is bounded before it is read, checked
+ * before anything is stored, and a node only ever touches its own reports.
+ */
+
+export interface IngestDeps {
+  store: Store;
+  limits: Limits;
+  limiter: RateLimiter;
+  /** A report was stored: analysis can start. */
+  onStored?: (key: number) => void;
+  /** Counters for the controller's metrics. */
+  count?: (what: 'report' | 'artifact' | 'bytes' | 'event' | 'log-line' | 'rejected', n?: number) => void;
+}
+
+const ONE_HOUR_MS = 3_600_000;
+
+/** The gunzipped body when it says `Content-Encoding: gzip`, else the body; at most `max` bytes out. */
+function inflate(req: FastifyRequest, body: Buffer, max: number): Buffer {
+  const enc = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
+  if (enc === 'identity') return body;
+  if (enc !== 'gzip') throw new HttpError(415, `Content-Encoding ${JSON.stringify(enc)}: only gzip or none`);
+  try {
+    return gunzipSync(body, { maxOutputLength: max });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new HttpError(413, `the body inflates to more than ${max} bytes`);
+    throw new HttpError(400, `not valid gzip: ${(e as Error).message}`);
+  }
+}
+
+function jsonOf(body: Buffer, what: string): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (e) {
+    throw new HttpError(400, `${what}: not JSON (${(e as Error).message})`);
+  }
+}
+
+export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
+  const { store, limits } = d;
+  const node = async (req: FastifyRequest) => {
+    const who = await caller(store, d.limiter, req, { roles: ['node'] });
+    return who.nodeId as number;
+  };
+  const rawBody = { parseAs: 'buffer' as const };
+
+  // Raw bodies for every route of this API (JSON is parsed here, with our own limits and messages).
+  app.addContentTypeParser('*', { ...rawBody, bodyLimit: limits.maxArtifactBytes }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('application/json', { ...rawBody, bodyLimit: limits.maxArtifactBytes }, (_req, body, done) => done(null, body));
+
+  const reportOf = async (nodeId: number, id: string) => {
+    if (!isSafeName(id)) throw new HttpError(400, `report id ${JSON.stringify(id)}: letters, digits, . _ - (at most 128), no leading dot`);
+    const r = await store.reportByNodeId(nodeId, id);
+    if (r === undefined) throw new HttpError(404, `no report ${id} from this node: POST its manifest first`);
+    return r;
+  };
+
+  app.post(paths.reports, { bodyLimit: limits.maxManifestBytes }, async (req, reply) => {
+    const nodeId = await node(req);
+    const text = (req.body as Buffer | undefined)?.toString('utf8') ?? '';
+    const m = jsonOf(Buffer.from(text, 'utf8'), 'the manifest') as Partial<ReportManifest>;
+    if (typeof m !== 'object' || m === null || m.schema !== MANIFEST_SCHEMA_NAME) throw new HttpError(400, `not a report manifest (schema must be ${JSON.stringify(MANIFEST_SCHEMA_NAME)})`);
+    if (m.schemaVersion !== MANIFEST_SCHEMA_VERSION) throw new HttpError(400, `unknown manifest schemaVersion ${JSON.stringify(m.schemaVersion)} (this controller reads ${MANIFEST_SCHEMA_VERSION})`);
+    const problems = manifestProblems(m);
+    if (problems.length > 0) throw new HttpError(400, `invalid manifest: ${problems[0]}`, { problems: problems.slice(0, 20) });
+    const manifest = m as ReportManifest;
+    for (const s of manifest.steps) {
+      for (const a of s.artifacts) {
+        if (a.bytes > limits.maxArtifactBytes) throw new HttpError(413, `artifact ${a.file}: ${a.bytes} bytes, more than maxArtifactBytes ${limits.maxArtifactBytes}`);
+      }
+    }
+    if (manifest.totalBytes > limits.maxReportBytes) throw new HttpError(413, `report of ${manifest.totalBytes} bytes, more than maxReportBytes ${limits.maxReportBytes}`);
+    const sha = createHash('sha256').update(text).digest('hex');
+    const known = await store.reportByNodeId(nodeId, manifest.id);
+    if (known === undefined) {
+      const usage = await store.nodeUsage(nodeId, new Date(Date.now() - ONE_HOUR_MS).toISOString());
+      if (usage.recent >= limits.maxReportsPerHour) throw new HttpError(429, `more than maxReportsPerHour ${limits.maxReportsPerHour} reports from this node in the last hour`, { retryAfterSeconds: 60 }, { 'retry-after': '60' });
+      if (usage.bytes + manifest.totalBytes > limits.maxNodeBytes) throw new HttpError(413, `this node has ${usage.bytes} bytes stored: a report of ${manifest.totalBytes} would pass maxNodeBytes ${limits.maxNodeBytes}`);
+    }
+    let r;
+    try {
+      r = await store.offerReport(nodeId, manifest, text, sha);
+    } catch (e) {
+      if (e instanceof ConflictError) throw new HttpError(409, e.message);
+      throw e;
+    }
+    const shas = manifest.steps.flatMap((s) => s.artifacts.map((a) => a.sha256));
+    const offer: ReportOffer =
+      r.status === 'stored'
+        ? { id: manifest.id, status: 'stored', missing: [], ack: await store.commitReport(r.key) }
+        : { id: manifest.id, status: 'pending', missing: await store.missingBlobs(shas) };
+    return reply.code(r.status === 'stored' ? 200 : 202).send(offer);
+  });
+
+  app.put('/api/v1/reports/:id/artifacts/:sha256', async (req, reply) => {
+    const nodeId = await node(req);
+    const { id, sha256 } = req.params as { id: string; sha256: string };
+    if (!SHA256_RE.test(sha256)) throw new HttpError(400, `${JSON.stringify(sha256)} is not a SHA-256 (64 lowercase hex digits)`);
+    const r = await reportOf(nodeId, id);
+    const wanted = (await store.artifacts(r.key)).find((a) => a.sha256 === sha256);
+    if (wanted === undefined) throw new HttpError(400, `report ${id} has no artifact with SHA-256 ${sha256}`);
+    const body = inflate(req, (req.body as Buffer | undefined) ?? Buffer.alloc(0), wanted.bytes);
+    if (body.length !== wanted.bytes) throw new HttpError(400, `artifact ${wanted.file}: ${body.length} bytes received, the manifest says ${wanted.bytes} (truncated?)`);
+    const got = createHash('sha256').update(body).digest('hex');
+    if (got !== sha256) throw new HttpError(400, `artifact ${wanted.file}: the bytes hash to ${got}, not ${sha256}`);
+    await store.putBlob(sha256, body);
+    d.count?.('artifact');
+    d.count?.('bytes', body.length);
+    return reply.code(201).send({ sha256, bytes: body.length, stored: true });
+  });
+
+  app.post('/api/v1/reports/:id/commit', { bodyLimit: 1024 }, async (req, reply) => {
+    const nodeId = await node(req);
+    const { id } = req.params as { id: string };
+    const r = await reportOf(nodeId, id);
+    try {
+      const ack = await store.commitReport(r.key);
+      if (r.status === 'pending') {
+        d.count?.('report');
+        d.onStored?.(r.key);
+      }
+      return reply.send(ack);
+    } catch (e) {
+      if (e instanceof ConflictError) {
+        const shas = (await store.artifacts(r.key)).map((a) => a.sha256);
+        throw new HttpError(409, e.message, { missing: await store.missingBlobs(shas) });
+      }
+      throw e;
+    }
+  });
+
+  app.post(paths.events, { bodyLimit: limits.maxSmallBodyBytes }, async (req, reply) => {
+    const nodeId = await node(req);
+    const v = jsonOf((req.body as Buffer | undefined) ?? Buffer.alloc(0), 'the events');
+    const problems = verdictEventProblems(v);
+    if (problems.length > 0) throw new HttpError(400, `invalid events: ${problems[0]}`, { problems });
+    const stored = await store.addEvents(nodeId, v as VerdictEvent[]);
+    d.count?.('event', stored);
+    return reply.send({ received: (v as unknown[]).length, stored });
+  });
+
+  app.post(paths.dropped, { bodyLimit: limits.maxSmallBodyBytes }, async (req, reply) => {
+    const nodeId = await node(req);
+    const v = jsonOf((req.body as Buffer | undefined) ?? Buffer.alloc(0), 'the notices');
+    const problems = droppedNoticeProblems(v);
+    if (problems.length > 0) throw new HttpError(400, `invalid notices: ${problems[0]}`, { problems });
+    return reply.send({ received: (v as unknown[]).length, stored: await store.addDropped(nodeId, v as DroppedNotice[]) });
+  });
+
+  app.post(paths.logs, { bodyLimit: limits.maxLogBodyBytes }, async (req, reply) => {
+    const nodeId = await node(req);
+    const appName = (req.query as { app?: unknown }).app;
+    if (typeof appName !== 'string' || appName.length === 0 || appName.length > 256 || [...appName].some((ch) => ch.charCodeAt(0) < 0x20)) {
+      throw new HttpError(400, 'app: the query parameter ?app=NAME (1..256 printable characters) names whose logs these are');
+    }
+    const body = inflate(req, (req.body as Buffer | undefined) ?? Buffer.alloc(0), limits.maxLogInflatedBytes);
+    const parsed = parseLogEntries(body.toString('utf8'), { maxLines: limits.maxLogLinesPerRequest });
+    if (parsed.truncated) throw new HttpError(413, `more than maxLogLinesPerRequest ${limits.maxLogLinesPerRequest} lines: send them in smaller requests`);
+    if (parsed.lines.length > 0) await store.addLogs(nodeId, appName, parsed.lines, limits.keepLogLinesPerApp);
+    d.count?.('log-line', parsed.lines.length);
+    return reply.send({ stored: parsed.lines.length, skipped: parsed.skipped, rejected: parsed.rejectedCount, problems: parsed.rejected });
+  });
+}

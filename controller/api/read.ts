@@ -1,0 +1,148 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { pack } from 'tar-stream';
+import { createGzip } from 'node:zlib';
+import { MANIFEST_FILE, VERDICTS } from '../../protocol/report-manifest.js';
+import type { RateLimiter } from '../limits.js';
+import type { ReportFilter, ReportRow, Store, TokenInfo } from '../store/store.js';
+import { caller, HttpError } from './http.js';
+
+/**
+ * The read half of the API, for the dashboard and for scripts: the fleet, reports with filters, one
+ * report with its findings and artifacts, a report's bundle as one .tar.gz, re-analysis. An admin
+ * token reads everything; a node token reads only that node's own reports and apps.
+ */
+
+export interface ReadDeps {
+  store: Store;
+  limiter: RateLimiter;
+  onReanalyze?: () => void;
+}
+
+const ISO = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/** A report filter from query parameters; a bad value is a 400 naming it. */
+export function filterOf(q: Record<string, unknown>): ReportFilter {
+  const f: ReportFilter = {};
+  const text = (k: 'node' | 'app') => {
+    const v = q[k];
+    if (v === undefined || v === '') return;
+    if (typeof v !== 'string' || v.length > 256) throw new HttpError(400, `${k}: at most 256 characters`);
+    f[k] = v;
+  };
+  text('node');
+  text('app');
+  if (q['verdict'] !== undefined && q['verdict'] !== '') {
+    if (!(VERDICTS as readonly unknown[]).includes(q['verdict'])) throw new HttpError(400, `verdict: one of ${VERDICTS.join(', ')} (got ${JSON.stringify(q['verdict'])})`);
+    f.verdict = q['verdict'] as string;
+  }
+  for (const k of ['since', 'until'] as const) {
+    const v = q[k];
+    if (v === undefined || v === '') continue;
+    if (typeof v !== 'string' || !ISO.test(v) || Number.isNaN(Date.parse(v))) throw new HttpError(400, `${k}: an ISO 8601 time such as 2026-12-01T00:00:00Z (got ${JSON.stringify(v)})`);
+    f[k] = new Date(v).toISOString();
+  }
+  for (const k of ['before', 'limit'] as const) {
+    const v = q[k];
+    if (v === undefined || v === '') continue;
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < 1 || (k === 'limit' && n > 500)) throw new HttpError(400, `${k}: a positive integer${k === 'limit' ? ' up to 500' : ''} (got ${JSON.stringify(v)})`);
+    f[k] = n;
+  }
+  return f;
+}
+
+/** The report `key` if the caller may see it; 404 otherwise (a node never learns of another's). */
+export async function visibleReport(store: Store, who: TokenInfo, key: string): Promise<ReportRow> {
+  const n = Number(key);
+  const r = Number.isSafeInteger(n) && n > 0 ? await store.report(n) : undefined;
+  if (r === undefined || r.status !== 'stored' || (who.role === 'node' && r.nodeId !== who.nodeId)) throw new HttpError(404, `no report ${key}`);
+  return r;
+}
+
+/** Streams a report's bundle (manifest plus artifact files) as a .tar.gz. */
+export async function sendBundle(store: Store, r: ReportRow, reply: FastifyReply): Promise<FastifyReply> {
+  const manifest = await store.db.get('SELECT manifest FROM reports WHERE key = ?', [r.key]);
+  const tar = pack();
+  const gz = createGzip();
+  reply.header('content-type', 'application/gzip').header('content-disposition', `attachment; filename="${r.reportId}.tar.gz"`);
+  const write = async () => {
+    const dir = `${r.reportId}/`;
+    tar.entry({ name: `${dir}${MANIFEST_FILE}`, mode: 0o644 }, String(manifest?.['manifest'] ?? ''));
+    for (const a of await store.artifacts(r.key)) {
+      const data = await store.blob(a.sha256);
+      if (data !== undefined) tar.entry({ name: `${dir}${a.file}`, mode: 0o644 }, data);
+    }
+    tar.finalize();
+  };
+  write().catch((e: unknown) => tar.destroy(e as Error));
+  return reply.send(tar.pipe(gz));
+}
+
+export function registerRead(app: FastifyInstance, d: ReadDeps): void {
+  const { store } = d;
+  const who = (req: FastifyRequest) => caller(store, d.limiter, req, { roles: ['admin', 'node'], cookie: true });
+  const admin = (req: FastifyRequest) => caller(store, d.limiter, req, { roles: ['admin'], cookie: true });
+  // Writes take the bearer token only: a session cookie never authorizes one (no cross-site request forgery).
+  const adminWrite = (req: FastifyRequest) => caller(store, d.limiter, req, { roles: ['admin'] });
+  const scope = (w: TokenInfo) => (w.role === 'node' ? (w.nodeId as number) : undefined);
+
+  app.get('/api/v1/fleet', async (req) => ({ apps: await store.fleet(scope(await who(req))) }));
+
+  app.get('/api/v1/reports', async (req) => {
+    const w = await who(req);
+    const f = filterOf(req.query as Record<string, unknown>);
+    const nodeId = scope(w);
+    return { reports: await store.listReports({ ...f, ...(nodeId !== undefined ? { nodeId } : {}) }) };
+  });
+
+  app.get('/api/v1/reports/:key', async (req) => {
+    const w = await who(req);
+    const r = await visibleReport(store, w, (req.params as { key: string }).key);
+    return { report: r, manifest: await store.manifest(r.key), artifacts: await store.artifacts(r.key), findings: await store.findings(r.key) };
+  });
+
+  app.get('/api/v1/reports/:key/findings', async (req) => {
+    const r = await visibleReport(store, await who(req), (req.params as { key: string }).key);
+    return { findings: await store.findings(r.key) };
+  });
+
+  app.get('/api/v1/reports/:key/files/:file', async (req, reply) => {
+    const w = await who(req);
+    const { key, file } = req.params as { key: string; file: string };
+    const r = await visibleReport(store, w, key);
+    const a = (await store.artifacts(r.key)).find((x) => x.file === file);
+    const data = a === undefined ? undefined : await store.blob(a.sha256);
+    if (a === undefined || data === undefined) throw new HttpError(404, `report ${key} has no file ${JSON.stringify(file)}`);
+    // Text is served as text, never as something a browser would run; the rest as a download.
+    const type = a.mediaType === 'application/octet-stream' ? 'application/octet-stream' : `${a.mediaType}; charset=utf-8`;
+    reply.header('content-type', type).header('content-disposition', `${a.mediaType === 'application/octet-stream' ? 'attachment' : 'inline'}; filename="${a.file}"`);
+    return reply.send(data);
+  });
+
+  app.get('/api/v1/reports/:key/bundle.tar.gz', async (req, reply) => sendBundle(store, await visibleReport(store, await who(req), (req.params as { key: string }).key), reply));
+
+  app.get('/api/v1/apps/:node/:app', async (req) => {
+    const w = await who(req);
+    const { node, app: name } = req.params as { node: string; app: string };
+    const nodeId = await store.nodeId(node, false);
+    if (nodeId === undefined || (w.role === 'node' && nodeId !== w.nodeId)) throw new HttpError(404, `no node ${JSON.stringify(node)}`);
+    return { node, app: name, findings: await store.appFindings(nodeId, name), logs: (await store.logs(nodeId, name, 200)).length };
+  });
+
+  app.get('/api/v1/dropped', async (req) => ({ dropped: await store.dropped(scope(await who(req))) }));
+
+  app.get('/api/v1/status', async (req) => {
+    await admin(req);
+    return { reports: await store.countReports(), jobs: await store.jobCounts() };
+  });
+
+  app.post('/api/v1/reanalyze', { bodyLimit: 16 * 1024 }, async (req) => {
+    await adminWrite(req);
+    const q = { ...(req.query as Record<string, unknown>) };
+    const logs = q['logs'] === 'true' || q['logs'] === '1';
+    delete q['logs'];
+    const queued = await store.enqueueReanalysis(filterOf(q), logs);
+    d.onReanalyze?.();
+    return { queued };
+  });
+}

@@ -1,0 +1,116 @@
+import { hostname } from 'node:os';
+import { analyze, type AnalyzeOptions, type AnalysisInput, type TextArtifact } from './analyzers/index.js';
+import type { Job, Store } from './store/store.js';
+
+/**
+ * The analysis worker of one controller instance: it takes due jobs from the store's queue (with
+ * PostgreSQL, `SKIP LOCKED` gives each job to exactly one instance), runs the analyzers and stores
+ * the findings with the job's completion in one transaction: a report is analyzed once per job, and
+ * a job whose taker died is taken again after `staleMs`.
+ */
+
+export interface JobRunnerOptions {
+  store: Store;
+  analyze?: AnalyzeOptions;
+  log?: (r: { level: string; msg: string; [k: string]: unknown }) => void;
+  /** Idle poll interval. Default 500 ms. */
+  pollMs?: number;
+  /** Most bytes of one artifact read for analysis. Default 8 MiB. */
+  maxArtifactBytes?: number;
+  maxAttempts?: number;
+  retryMs?: number;
+  /** This instance's name in the queue. Default host:pid:random. */
+  worker?: string;
+}
+
+const TEXT_TYPES = new Set(['text/plain', 'application/json']);
+
+export class JobRunner {
+  readonly worker: string;
+  #stopping = false;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  /** Jobs this instance completed (tests and metrics). */
+  done = 0;
+  failed = 0;
+
+  constructor(private readonly o: JobRunnerOptions) {
+    this.worker = o.worker ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run().catch((e: unknown) => this.o.log?.({ level: 'error', msg: 'job runner stopped', error: String(e) }));
+  }
+
+  /** Look at the queue now (a report was just stored). */
+  kick(): void {
+    this.#wake?.();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  /** Takes and runs one job; false when none was due. */
+  async runOne(): Promise<boolean> {
+    const job = await this.o.store.claimJob(this.worker);
+    if (job === undefined) return false;
+    const t0 = performance.now();
+    try {
+      const input = await this.#input(job);
+      const findings = input === undefined ? [] : await analyze(input, this.o.analyze ?? {});
+      const mine = await this.o.store.completeJob(job, this.worker, findings);
+      this.done += mine ? 1 : 0;
+      this.o.log?.({ level: 'info', msg: 'analysis done', job: job.key, kind: job.kind, report: job.reportKey, findings: findings.length, ms: Math.round(performance.now() - t0) });
+    } catch (e) {
+      this.failed++;
+      this.o.log?.({ level: 'error', msg: 'analysis failed', job: job.key, error: String((e as Error)?.message ?? e) });
+      await this.o.store.failJob(job, this.worker, String((e as Error)?.message ?? e), this.o.retryMs ?? 30_000, this.o.maxAttempts ?? 5).catch(() => undefined);
+    }
+    return true;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      let worked = false;
+      try {
+        worked = await this.runOne();
+      } catch (e) {
+        // The database went away (a restart): wait and try again.
+        this.o.log?.({ level: 'warn', msg: 'job queue unavailable', error: String((e as Error)?.message ?? e) });
+      }
+      if (!worked && !this.#stopping) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, this.o.pollMs ?? 500);
+          this.#wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        this.#wake = undefined;
+      }
+    }
+  }
+
+  async #input(job: Job): Promise<AnalysisInput | undefined> {
+    const { store } = this.o;
+    if (job.kind === 'analyze-logs') {
+      if (job.nodeId === null || job.app === null) return undefined;
+      const node = await store.db.get('SELECT name FROM nodes WHERE id = ?', [job.nodeId]);
+      return { node: String(node?.['name'] ?? '?'), app: job.app, artifacts: [], logs: await store.logs(job.nodeId, job.app) };
+    }
+    if (job.reportKey === null) return undefined;
+    const report = await store.report(job.reportKey);
+    const manifest = await store.manifest(job.reportKey);
+    if (report === undefined || manifest === undefined) return undefined;
+    const artifacts: TextArtifact[] = [];
+    for (const a of await store.artifacts(job.reportKey)) {
+      if (!TEXT_TYPES.has(a.mediaType) || a.bytes > (this.o.maxArtifactBytes ?? 8 * 1024 * 1024)) continue;
+      const data = await store.blob(a.sha256);
+      if (data !== undefined) artifacts.push({ file: a.file, name: a.name, kind: a.kind, mediaType: a.mediaType, text: data.toString('utf8') });
+    }
+    return { node: report.node, app: report.app, manifest, artifacts };
+  }
+}

@@ -1,0 +1,600 @@
+import type { DroppedNotice, ReportAck, VerdictEvent } from '../../protocol/controller-api.js';
+import type { ReportManifest } from '../../protocol/report-manifest.js';
+import type { BlobFiles } from './blobs.js';
+import type { Db, Row } from './db.js';
+
+/**
+ * The controller's data, one implementation over both databases (db.ts): nodes and their tokens,
+ * reports (a manifest, its artifacts by hash), verdict events, app log lines, dropped-report notices,
+ * analyzer findings, and the job queue the analyzers take work from. Every write that must not be
+ * half done is one transaction; everything a node sends is keyed by (node, its id), so a retry finds
+ * what the first try stored.
+ */
+
+export type Role = 'node' | 'admin';
+export const SEVERITIES = ['critical', 'error', 'warning', 'info'] as const;
+export type Severity = (typeof SEVERITIES)[number];
+
+export interface TokenInfo {
+  role: Role;
+  nodeId: number | null;
+  nodeName: string | null;
+  label: string;
+}
+
+export interface ReportRow {
+  key: number;
+  nodeId: number;
+  node: string;
+  reportId: string;
+  app: string;
+  verdict: string;
+  reason: string;
+  createdAt: string;
+  receivedAt: string;
+  storedAt: string | null;
+  status: 'pending' | 'stored';
+  manifestSha256: string;
+  totalBytes: number;
+  findings: number;
+  worstSeverity: Severity | null;
+}
+
+export interface ArtifactRow {
+  step: number;
+  kind: string;
+  file: string;
+  name: string;
+  mediaType: string;
+  bytes: number;
+  sha256: string;
+}
+
+export interface FindingEvidence {
+  artifact?: string;
+  lineStart?: number;
+  lineEnd?: number;
+  excerpt?: string;
+}
+
+export interface Finding {
+  analyzer: string;
+  severity: Severity;
+  title: string;
+  explanation: string;
+  evidence: FindingEvidence[];
+}
+
+export interface FindingRow extends Finding {
+  key: number;
+  reportKey: number | null;
+  node: string;
+  app: string;
+  createdAt: string;
+}
+
+export interface FleetRow {
+  node: string;
+  app: string;
+  verdict: string;
+  reason: string;
+  since: string;
+  lastEventAt: string;
+  kernel: { status?: string; beats?: number; ageMs?: number } | null;
+  agent: { status?: string; beats?: number; ageMs?: number } | null;
+  lastReportKey: number | null;
+  lastReportAt: string | null;
+}
+
+export interface LogLine {
+  at: string;
+  severity: string;
+  source: string;
+  content: string;
+}
+
+export interface Job {
+  key: number;
+  kind: 'analyze-report' | 'analyze-logs';
+  reportKey: number | null;
+  nodeId: number | null;
+  app: string | null;
+  attempts: number;
+}
+
+export interface ReportFilter {
+  node?: string;
+  app?: string;
+  verdict?: string;
+  since?: string;
+  until?: string;
+  /** Reports with a key below this (paging, newest first). */
+  before?: number;
+  limit?: number;
+  /** Only this node's (a node token). */
+  nodeId?: number;
+}
+
+export class ConflictError extends Error {
+  override name = 'ConflictError';
+}
+
+const SEVERITY_RANK: Record<Severity, number> = { critical: 0, error: 1, warning: 2, info: 3 };
+
+const num = (v: unknown): number => Number(v);
+const str = (v: unknown): string => String(v);
+const now = () => new Date().toISOString();
+
+function reportRow(r: Row): ReportRow {
+  return {
+    key: num(r['key']),
+    nodeId: num(r['node_id']),
+    node: str(r['node']),
+    reportId: str(r['report_id']),
+    app: str(r['app']),
+    verdict: str(r['verdict']),
+    reason: str(r['reason']),
+    createdAt: str(r['created_at']),
+    receivedAt: str(r['received_at']),
+    storedAt: r['stored_at'] === null ? null : str(r['stored_at']),
+    status: str(r['status']) as ReportRow['status'],
+    manifestSha256: str(r['manifest_sha256']),
+    totalBytes: num(r['total_bytes']),
+    findings: num(r['findings'] ?? 0),
+    worstSeverity: (r['worst_severity'] ?? null) as Severity | null,
+  };
+}
+
+const REPORT_COLUMNS =
+  'r.key, r.node_id, n.name AS node, r.report_id, r.app, r.verdict, r.reason, r.created_at, r.received_at, r.stored_at, r.status, r.manifest_sha256, r.total_bytes, r.findings, r.worst_severity';
+
+export class Store {
+  constructor(
+    readonly db: Db,
+    readonly blobs: BlobFiles | 'in-db',
+  ) {}
+
+  // -- nodes and tokens ---------------------------------------------------------------------------
+
+  async nodeId(name: string, create = true): Promise<number | undefined> {
+    const found = await this.db.get('SELECT id FROM nodes WHERE name = ?', [name]);
+    if (found !== undefined) return num(found['id']);
+    if (!create) return undefined;
+    await this.db.run('INSERT INTO nodes (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING', [name, now()]);
+    return num((await this.db.get('SELECT id FROM nodes WHERE name = ?', [name]))?.['id']);
+  }
+
+  async addToken(hash: string, role: Role, nodeId: number | null, label: string): Promise<void> {
+    await this.db.run('INSERT INTO tokens (hash, role, node_id, label, created_at) VALUES (?, ?, ?, ?, ?)', [hash, role, nodeId, label, now()]);
+  }
+
+  async token(hash: string): Promise<TokenInfo | undefined> {
+    const r = await this.db.get(
+      'SELECT t.role, t.node_id, t.label, n.name FROM tokens t LEFT JOIN nodes n ON n.id = t.node_id WHERE t.hash = ? AND t.revoked_at IS NULL',
+      [hash],
+    );
+    if (r === undefined) return undefined;
+    return { role: str(r['role']) as Role, nodeId: r['node_id'] === null ? null : num(r['node_id']), nodeName: r['name'] === null ? null : str(r['name']), label: str(r['label']) };
+  }
+
+  async tokens(): Promise<{ hashPrefix: string; role: Role; node: string | null; label: string; createdAt: string; revoked: boolean }[]> {
+    const rows = await this.db.all('SELECT t.hash, t.role, n.name, t.label, t.created_at, t.revoked_at FROM tokens t LEFT JOIN nodes n ON n.id = t.node_id ORDER BY t.created_at');
+    return rows.map((r) => ({
+      hashPrefix: str(r['hash']).slice(0, 12),
+      role: str(r['role']) as Role,
+      node: r['name'] === null ? null : str(r['name']),
+      label: str(r['label']),
+      createdAt: str(r['created_at']),
+      revoked: r['revoked_at'] !== null,
+    }));
+  }
+
+  /** Revokes the tokens whose hash starts with `hashPrefix` (at least 8 hex digits); returns how many. */
+  async revokeToken(hashPrefix: string): Promise<number> {
+    if (!/^[0-9a-f]{8,64}$/.test(hashPrefix)) throw new RangeError('a token hash prefix of 8 to 64 hex digits');
+    return this.db.run('UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND substr(hash, 1, ?) = ?', [now(), hashPrefix.length, hashPrefix]);
+  }
+
+  // -- reports -------------------------------------------------------------------------------------
+
+  /**
+   * Records a report's manifest (pending until every artifact is there). The same manifest again is
+   * the same report (returned as it is); another manifest under the same id is a ConflictError.
+   */
+  async offerReport(nodeId: number, m: ReportManifest, manifestText: string, manifestSha256: string): Promise<ReportRow> {
+    return this.db.tx(async (tx) => {
+      const existing = await tx.get('SELECT key, manifest_sha256 FROM reports WHERE node_id = ? AND report_id = ?', [nodeId, m.id]);
+      if (existing !== undefined) {
+        if (str(existing['manifest_sha256']) !== manifestSha256) throw new ConflictError(`report ${m.id} was already sent with another manifest`);
+        return (await this.#report(tx, num(existing['key']))) as ReportRow;
+      }
+      const reason = typeof m.evidence['reason'] === 'string' ? m.evidence['reason'].slice(0, 2000) : '';
+      const row = await tx.get(
+        `INSERT INTO reports (node_id, report_id, app, verdict, reason, created_at, received_at, status, manifest, manifest_sha256, total_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING key`,
+        [nodeId, m.id, m.app.name, m.verdict, reason, m.createdAt, now(), manifestText, manifestSha256, m.totalBytes],
+      );
+      const key = num(row?.['key']);
+      for (const step of m.steps) {
+        for (const a of step.artifacts) {
+          await tx.run('INSERT INTO report_artifacts (report_key, step, kind, file, name, media_type, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+            key,
+            step.index,
+            step.kind,
+            a.file,
+            a.name,
+            a.mediaType,
+            a.bytes,
+            a.sha256,
+          ]);
+        }
+      }
+      return (await this.#report(tx, key)) as ReportRow;
+    });
+  }
+
+  async reportByNodeId(nodeId: number, reportId: string): Promise<ReportRow | undefined> {
+    const r = await this.db.get(`SELECT ${REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node_id WHERE r.node_id = ? AND r.report_id = ?`, [nodeId, reportId]);
+    return r === undefined ? undefined : reportRow(r);
+  }
+
+  report(key: number): Promise<ReportRow | undefined> {
+    return this.#report(this.db, key);
+  }
+
+  async #report(db: Db, key: number): Promise<ReportRow | undefined> {
+    const r = await db.get(`SELECT ${REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node_id WHERE r.key = ?`, [key]);
+    return r === undefined ? undefined : reportRow(r);
+  }
+
+  async manifest(key: number): Promise<ReportManifest | undefined> {
+    const r = await this.db.get('SELECT manifest FROM reports WHERE key = ?', [key]);
+    return r === undefined ? undefined : (JSON.parse(str(r['manifest'])) as ReportManifest);
+  }
+
+  async artifacts(key: number): Promise<ArtifactRow[]> {
+    const rows = await this.db.all('SELECT step, kind, file, name, media_type, bytes, sha256 FROM report_artifacts WHERE report_key = ? ORDER BY step, file', [key]);
+    return rows.map((r) => ({ step: num(r['step']), kind: str(r['kind']), file: str(r['file']), name: str(r['name']), mediaType: str(r['media_type']), bytes: num(r['bytes']), sha256: str(r['sha256']) }));
+  }
+
+  /** Of `shas`, those no blob is stored for. */
+  async missingBlobs(shas: readonly string[]): Promise<string[]> {
+    const missing: string[] = [];
+    for (const sha of [...new Set(shas)]) if ((await this.db.get('SELECT 1 AS x FROM blobs WHERE sha256 = ?', [sha])) === undefined) missing.push(sha);
+    return missing;
+  }
+
+  /** Stores an artifact's bytes under their hash (the caller checked it); a second copy is a no-op. */
+  async putBlob(sha256: string, data: Buffer): Promise<void> {
+    if ((await this.db.get('SELECT 1 AS x FROM blobs WHERE sha256 = ?', [sha256])) !== undefined) return;
+    if (this.blobs === 'in-db') {
+      await this.db.run('INSERT INTO blobs (sha256, bytes, stored_at, data) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING', [sha256, data.length, now(), data]);
+    } else {
+      // The file first: a row means the bytes are there.
+      await this.blobs.put(sha256, data);
+      await this.db.run('INSERT INTO blobs (sha256, bytes, stored_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING', [sha256, data.length, now()]);
+    }
+  }
+
+  async blob(sha256: string): Promise<Buffer | undefined> {
+    if (this.blobs !== 'in-db') {
+      if ((await this.db.get('SELECT 1 AS x FROM blobs WHERE sha256 = ?', [sha256])) === undefined) return undefined;
+      return this.blobs.get(sha256);
+    }
+    const r = await this.db.get('SELECT data FROM blobs WHERE sha256 = ?', [sha256]);
+    return r === undefined ? undefined : Buffer.from(r['data'] as Uint8Array);
+  }
+
+  /**
+   * Stores a pending report whose artifacts are all there, and queues its analysis, in one
+   * transaction; a stored one is answered as it is (the job is queued once). Missing artifacts: a
+   * ConflictError listing them.
+   */
+  async commitReport(key: number): Promise<ReportAck> {
+    return this.db.tx(async (tx) => {
+      const r = await this.#report(tx, key);
+      if (r === undefined) throw new Error(`no report ${key}`);
+      const arts = await tx.all('SELECT DISTINCT a.sha256, a.bytes, b.sha256 AS present FROM report_artifacts a LEFT JOIN blobs b ON b.sha256 = a.sha256 WHERE a.report_key = ? ORDER BY a.sha256', [key]);
+      const missing = arts.filter((a) => a['present'] === null).map((a) => str(a['sha256']));
+      if (missing.length > 0) throw new ConflictError(`artifacts not received yet: ${missing.join(', ')}`);
+      let storedAt = r.storedAt;
+      if (r.status === 'pending') {
+        storedAt = now();
+        await tx.run("UPDATE reports SET status = 'stored', stored_at = ? WHERE key = ?", [storedAt, key]);
+        await tx.run("INSERT INTO jobs (kind, report_key, node_id, app, state, run_after, created_at) VALUES ('analyze-report', ?, ?, ?, 'queued', ?, ?)", [key, r.nodeId, r.app, storedAt, storedAt]);
+      }
+      return {
+        id: r.reportId,
+        key,
+        stored: true,
+        manifestSha256: r.manifestSha256,
+        artifacts: arts.map((a) => ({ sha256: str(a['sha256']), bytes: num(a['bytes']) })),
+        storedAt: storedAt as string,
+      };
+    });
+  }
+
+  async listReports(f: ReportFilter = {}): Promise<ReportRow[]> {
+    const where: string[] = ["r.status = 'stored'"];
+    const params: (string | number)[] = [];
+    const add = (sql: string, v: string | number | undefined) => {
+      if (v === undefined) return;
+      where.push(sql);
+      params.push(v);
+    };
+    add('r.node_id = ?', f.nodeId);
+    add('n.name = ?', f.node);
+    add('r.app = ?', f.app);
+    add('r.verdict = ?', f.verdict);
+    add('r.created_at >= ?', f.since);
+    add('r.created_at < ?', f.until);
+    add('r.key < ?', f.before);
+    const limit = Math.max(1, Math.min(500, f.limit ?? 50));
+    const rows = await this.db.all(`SELECT ${REPORT_COLUMNS} FROM reports r JOIN nodes n ON n.id = r.node_id WHERE ${where.join(' AND ')} ORDER BY r.key DESC LIMIT ${limit}`, params);
+    return rows.map(reportRow);
+  }
+
+  async countReports(): Promise<{ stored: number; pending: number; bytes: number }> {
+    const r = await this.db.get("SELECT SUM(CASE WHEN status = 'stored' THEN 1 ELSE 0 END) AS s, SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS p, SUM(total_bytes) AS b FROM reports");
+    return { stored: num(r?.['s'] ?? 0), pending: num(r?.['p'] ?? 0), bytes: num(r?.['b'] ?? 0) };
+  }
+
+  /** Bytes of stored and pending reports of a node, and how many it sent since `since`. */
+  async nodeUsage(nodeId: number, since: string): Promise<{ bytes: number; recent: number }> {
+    const r = await this.db.get('SELECT COALESCE(SUM(total_bytes), 0) AS b, SUM(CASE WHEN received_at >= ? THEN 1 ELSE 0 END) AS n FROM reports WHERE node_id = ?', [since, nodeId]);
+    return { bytes: num(r?.['b'] ?? 0), recent: num(r?.['n'] ?? 0) };
+  }
+
+  // -- events, dropped notices, logs ---------------------------------------------------------------
+
+  /** Stores the events not stored before (by node and event id); returns how many were new. */
+  async addEvents(nodeId: number, events: readonly VerdictEvent[]): Promise<number> {
+    return this.db.tx(async (tx) => {
+      let n = 0;
+      for (const e of events) {
+        n += await tx.run('INSERT INTO events (node_id, event_id, app, verdict, reason, at, received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, event_id) DO NOTHING', [
+          nodeId,
+          e.id,
+          e.app,
+          e.verdict,
+          e.reason,
+          new Date(e.at).toISOString(),
+          now(),
+          JSON.stringify({ kernel: e.kernel ?? null, agent: e.agent ?? null }),
+        ]);
+      }
+      return n;
+    });
+  }
+
+  async addDropped(nodeId: number, notices: readonly DroppedNotice[]): Promise<number> {
+    return this.db.tx(async (tx) => {
+      let n = 0;
+      for (const d of notices) {
+        n += await tx.run('INSERT INTO dropped (node_id, report_id, bytes, dropped_at, reason, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, report_id) DO NOTHING', [
+          nodeId,
+          d.id,
+          d.bytes,
+          new Date(d.droppedAt).toISOString(),
+          d.reason,
+          now(),
+        ]);
+      }
+      return n;
+    });
+  }
+
+  async dropped(nodeId?: number): Promise<{ node: string; reportId: string; bytes: number; droppedAt: string; reason: string }[]> {
+    const rows = await this.db.all(
+      `SELECT n.name, d.report_id, d.bytes, d.dropped_at, d.reason FROM dropped d JOIN nodes n ON n.id = d.node_id ${nodeId === undefined ? '' : 'WHERE d.node_id = ?'} ORDER BY d.dropped_at DESC LIMIT 500`,
+      nodeId === undefined ? [] : [nodeId],
+    );
+    return rows.map((r) => ({ node: str(r['name']), reportId: str(r['report_id']), bytes: num(r['bytes']), droppedAt: str(r['dropped_at']), reason: str(r['reason']) }));
+  }
+
+  /**
+   * Stores app log lines, keeps at most `keep` per (node, app) (the oldest go), and queues one log
+   * analysis for the app unless one is queued already.
+   */
+  async addLogs(nodeId: number, app: string, lines: readonly LogLine[], keep: number): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const received = now();
+      for (const l of lines) {
+        await tx.run('INSERT INTO app_logs (node_id, app, at, severity, source, content, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [nodeId, app, l.at, l.severity, l.source, l.content, received]);
+      }
+      const cut = await tx.get('SELECT key FROM app_logs WHERE node_id = ? AND app = ? ORDER BY key DESC LIMIT 1 OFFSET ?', [nodeId, app, keep]);
+      if (cut !== undefined) await tx.run('DELETE FROM app_logs WHERE node_id = ? AND app = ? AND key <= ?', [nodeId, app, num(cut['key'])]);
+      const queued = await tx.get("SELECT 1 AS x FROM jobs WHERE kind = 'analyze-logs' AND state = 'queued' AND node_id = ? AND app = ?", [nodeId, app]);
+      if (queued === undefined) {
+        await tx.run("INSERT INTO jobs (kind, node_id, app, state, run_after, created_at) VALUES ('analyze-logs', ?, ?, 'queued', ?, ?)", [nodeId, app, received, received]);
+      }
+    });
+  }
+
+  async logs(nodeId: number, app: string, limit = 10_000): Promise<LogLine[]> {
+    const rows = await this.db.all('SELECT at, severity, source, content FROM app_logs WHERE node_id = ? AND app = ? ORDER BY key DESC LIMIT ?', [nodeId, app, limit]);
+    return rows.reverse().map((r) => ({ at: str(r['at']), severity: str(r['severity']), source: str(r['source']), content: str(r['content']) }));
+  }
+
+  // -- fleet ----------------------------------------------------------------------------------------
+
+  /** Each (node, app) with its latest verdict event, when it took that verdict, and its latest report. */
+  async fleet(nodeId?: number): Promise<FleetRow[]> {
+    const scope = nodeId === undefined ? '' : 'AND e.node_id = ?';
+    const params = nodeId === undefined ? [] : [nodeId];
+    const latest = await this.db.all(
+      `SELECT n.name AS node, e.node_id, e.app, e.verdict, e.reason, e.at, e.data FROM events e JOIN nodes n ON n.id = e.node_id
+       WHERE e.key = (SELECT e2.key FROM events e2 WHERE e2.node_id = e.node_id AND e2.app = e.app ORDER BY e2.at DESC, e2.key DESC LIMIT 1) ${scope}
+       ORDER BY n.name, e.app`,
+      params,
+    );
+    const out: FleetRow[] = [];
+    for (const r of latest) {
+      const nid = num(r['node_id']);
+      const app = str(r['app']);
+      const verdict = str(r['verdict']);
+      // Since: the first event of the run of this verdict that ends with the latest one.
+      const other = await this.db.get('SELECT at FROM events WHERE node_id = ? AND app = ? AND verdict <> ? ORDER BY at DESC LIMIT 1', [nid, app, verdict]);
+      const since = await this.db.get(
+        `SELECT MIN(at) AS at FROM events WHERE node_id = ? AND app = ? AND verdict = ? ${other === undefined ? '' : 'AND at > ?'}`,
+        other === undefined ? [nid, app, verdict] : [nid, app, verdict, str(other['at'])],
+      );
+      const rep = await this.db.get("SELECT key, created_at FROM reports WHERE node_id = ? AND app = ? AND status = 'stored' ORDER BY key DESC LIMIT 1", [nid, app]);
+      const data = JSON.parse(str(r['data'])) as { kernel: FleetRow['kernel']; agent: FleetRow['agent'] };
+      out.push({
+        node: str(r['node']),
+        app,
+        verdict,
+        reason: str(r['reason']),
+        since: str(since?.['at'] ?? r['at']),
+        lastEventAt: str(r['at']),
+        kernel: data.kernel,
+        agent: data.agent,
+        lastReportKey: rep === undefined ? null : num(rep['key']),
+        lastReportAt: rep === undefined ? null : str(rep['created_at']),
+      });
+    }
+    return out;
+  }
+
+  // -- findings and jobs ---------------------------------------------------------------------------
+
+  async findings(reportKey: number): Promise<FindingRow[]> {
+    return this.#findings('f.report_key = ?', [reportKey]);
+  }
+
+  async appFindings(nodeId: number, app: string): Promise<FindingRow[]> {
+    return this.#findings('f.report_key IS NULL AND f.node_id = ? AND f.app = ?', [nodeId, app]);
+  }
+
+  async #findings(where: string, params: (string | number)[]): Promise<FindingRow[]> {
+    const rows = await this.db.all(
+      `SELECT f.key, f.report_key, n.name AS node, f.app, f.analyzer, f.severity, f.title, f.explanation, f.evidence, f.created_at FROM findings f JOIN nodes n ON n.id = f.node_id WHERE ${where} ORDER BY f.key`,
+      params,
+    );
+    return rows
+      .map((r) => ({
+        key: num(r['key']),
+        reportKey: r['report_key'] === null ? null : num(r['report_key']),
+        node: str(r['node']),
+        app: str(r['app']),
+        analyzer: str(r['analyzer']),
+        severity: str(r['severity']) as Severity,
+        title: str(r['title']),
+        explanation: str(r['explanation']),
+        evidence: JSON.parse(str(r['evidence'])) as FindingEvidence[],
+        createdAt: str(r['created_at']),
+      }))
+      .sort((a, b) => SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity] || a.key - b.key);
+  }
+
+  /**
+   * Takes the oldest due job for `worker`: exactly one taker even with several controllers on one
+   * PostgreSQL (`FOR UPDATE SKIP LOCKED`); SQLite serializes writers anyway. A job running for longer
+   * than `staleMs` (its taker died) is due again.
+   */
+  async claimJob(worker: string, staleMs = 5 * 60_000): Promise<Job | undefined> {
+    return this.db.tx(async (tx) => {
+      const t = now();
+      const stale = new Date(Date.now() - staleMs).toISOString();
+      const lock = tx.dialect === 'postgres' ? 'FOR UPDATE SKIP LOCKED' : '';
+      const j = await tx.get(
+        `SELECT key, kind, report_key, node_id, app, attempts FROM jobs
+         WHERE (state = 'queued' AND run_after <= ?) OR (state = 'running' AND locked_at < ?)
+         ORDER BY key LIMIT 1 ${lock}`,
+        [t, stale],
+      );
+      if (j === undefined) return undefined;
+      await tx.run("UPDATE jobs SET state = 'running', locked_by = ?, locked_at = ?, attempts = attempts + 1 WHERE key = ?", [worker, t, num(j['key'])]);
+      return {
+        key: num(j['key']),
+        kind: str(j['kind']) as Job['kind'],
+        reportKey: j['report_key'] === null ? null : num(j['report_key']),
+        nodeId: j['node_id'] === null ? null : num(j['node_id']),
+        app: j['app'] === null ? null : str(j['app']),
+        attempts: num(j['attempts']) + 1,
+      };
+    });
+  }
+
+  /** The job's findings replace its scope's previous ones, and the job is done: one transaction. */
+  async completeJob(job: Job, worker: string, findings: readonly Finding[]): Promise<boolean> {
+    return this.db.tx(async (tx) => {
+      // Still ours? (A job taken again after looking stale must not be completed twice.)
+      const mine = await tx.run("UPDATE jobs SET state = 'done', finished_at = ?, error = NULL WHERE key = ? AND state = 'running' AND locked_by = ?", [now(), job.key, worker]);
+      if (mine === 0) return false;
+      const t = now();
+      if (job.kind === 'analyze-report') {
+        await tx.run('DELETE FROM findings WHERE report_key = ?', [job.reportKey as number]);
+      } else {
+        await tx.run('DELETE FROM findings WHERE report_key IS NULL AND node_id = ? AND app = ?', [job.nodeId as number, job.app as string]);
+      }
+      for (const f of findings) {
+        await tx.run('INSERT INTO findings (report_key, node_id, app, analyzer, severity, title, explanation, evidence, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+          job.kind === 'analyze-report' ? job.reportKey : null,
+          job.nodeId as number,
+          job.app as string,
+          f.analyzer,
+          f.severity,
+          f.title,
+          f.explanation,
+          JSON.stringify(f.evidence),
+          t,
+        ]);
+      }
+      if (job.kind === 'analyze-report') {
+        const worst = [...findings].sort((a, b) => SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity])[0]?.severity ?? null;
+        await tx.run('UPDATE reports SET findings = ?, worst_severity = ? WHERE key = ?', [findings.length, worst, job.reportKey as number]);
+      }
+      return true;
+    });
+  }
+
+  /** A failed job is retried later (`retryAfterMs`), or marked failed after `maxAttempts`. */
+  async failJob(job: Job, worker: string, error: string, retryAfterMs: number, maxAttempts: number): Promise<void> {
+    const final = job.attempts >= maxAttempts;
+    await this.db.run(`UPDATE jobs SET state = ?, run_after = ?, error = ?, locked_by = NULL, finished_at = ? WHERE key = ? AND locked_by = ?`, [
+      final ? 'failed' : 'queued',
+      new Date(Date.now() + retryAfterMs).toISOString(),
+      error.slice(0, 2000),
+      final ? now() : null,
+      job.key,
+      worker,
+    ]);
+  }
+
+  async jobCounts(): Promise<Record<string, number>> {
+    const rows = await this.db.all('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state');
+    return Object.fromEntries(rows.map((r) => [str(r['state']), num(r['n'])]));
+  }
+
+  /** Queues an analysis of every stored report matching `f` (and of every app's logs with `logs`). */
+  async enqueueReanalysis(f: ReportFilter, logs = false): Promise<number> {
+    const t = now();
+    let n = 0;
+    let before: number | undefined;
+    for (;;) {
+      const page = await this.listReports({ ...f, limit: 500, ...(before !== undefined ? { before } : {}) });
+      if (page.length === 0) break;
+      await this.db.tx(async (tx) => {
+        for (const r of page) {
+          await tx.run("INSERT INTO jobs (kind, report_key, node_id, app, state, run_after, created_at) VALUES ('analyze-report', ?, ?, ?, 'queued', ?, ?)", [r.key, r.nodeId, r.app, t, t]);
+        }
+      });
+      n += page.length;
+      before = page[page.length - 1]?.key;
+    }
+    if (logs) {
+      const apps = await this.db.all('SELECT DISTINCT node_id, app FROM app_logs');
+      for (const a of apps) {
+        await this.db.run("INSERT INTO jobs (kind, node_id, app, state, run_after, created_at) VALUES ('analyze-logs', ?, ?, 'queued', ?, ?)", [num(a['node_id']), str(a['app']), t, t]);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
