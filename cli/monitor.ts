@@ -51,6 +51,10 @@ export async function monitor(flags: MonitorFlags, signal?: AbortSignal): Promis
       metrics,
       log: ({ level, msg, ...rest }) => logger[level](rest, msg),
     });
+  } catch (e) {
+    // The files the configuration names (controller.tokenFile, caFile) are read at start.
+    if (e instanceof ConfigError) throw new UsageError('--config', undefined, e.message, { cause: e });
+    throw e;
   } finally {
     process.off('SIGTERM', stop);
     process.off('SIGINT', stop);

@@ -81,7 +81,7 @@ export interface Classification {
 }
 
 const KERNEL = new Set(['kernel-heartbeat']);
-const USERSPACE = new Set(['agent-heartbeat', 'console-active', 'console-passive', 'disk-heartbeat', 'guest-ping']);
+const USERSPACE = new Set(['agent-heartbeat', 'agent-ping', 'console-active', 'console-passive', 'disk-heartbeat', 'guest-ping']);
 const APP = new Set(['tcp', 'http']);
 const NO_QEMU = new Set(['ENOENT', 'ECONNREFUSED']);
 

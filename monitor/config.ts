@@ -76,7 +76,8 @@ export interface MonitorConfig {
   qmp: { connectTimeoutMs: number; holdMs?: number };
   /** The report spool: `quotaBytes` for all bundles, `maxBundleBytes` for one (report/spool.ts). */
   spool: { dir: string; quotaBytes: number; maxBundleBytes: number };
-  controller?: { url: string; timeoutMs: number; insecure: boolean };
+  /** Where reports, verdict events and dropped notices go (monitor/shipper.ts). */
+  controller?: { url: string; tokenFile: string; caFile?: string; timeoutMs: number };
   metrics?: { listen: string; host: string; port: number };
   apps: AppConfig[];
 }
@@ -445,7 +446,7 @@ interface RawConfig {
   eve?: { autodiscover?: boolean; root?: string; exclude?: string[]; layout?: string; layouts?: Record<string, string>; diagnostics?: RawDiagnostics };
   qmp?: { holdSeconds?: number; connectTimeoutSeconds?: number };
   spool?: { dir?: string; maxBytes?: number; maxBundleBytes?: number };
-  controller?: { url: string; timeoutSeconds?: number; insecure?: boolean };
+  controller?: { url: string; tokenFile: string; caFile?: string; timeoutSeconds?: number };
   metrics?: { listen: string };
   apps?: RawApp[];
 }
@@ -724,9 +725,10 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
       problem(ctx, ['controller', 'url'], `not a valid URL (got ${got(c.url)})`);
     }
     config.controller = {
-      url: c.url,
+      url: c.url.replace(/\/+$/, ''),
+      tokenFile: abs(c.tokenFile),
+      ...(c.caFile !== undefined ? { caFile: abs(c.caFile) } : {}),
       timeoutMs: c.timeoutSeconds !== undefined ? ms(c.timeoutSeconds) : CONTROLLER_TIMEOUT_MS_DEFAULT,
-      insecure: c.insecure ?? false,
     };
   }
   if (raw.metrics !== undefined) {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { realClock, type Clock } from '../util/clock.js';
-import type { HostPressure } from './classify.js';
-import type { AppConfig, CollectorConfig, MonitorConfig } from './config.js';
+import type { Classification, HostPressure } from './classify.js';
+import { ConfigError, type AppConfig, type CollectorConfig, type MonitorConfig } from './config.js';
 import {
   ConsoleCaptureCollector,
   HmpRegistersCollector,
@@ -18,6 +18,9 @@ import type { MonitorMetrics } from './metrics.js';
 import { QmpLinks } from './probes/qmp-link.js';
 import type { TimelineSample, WrittenBundle } from './report/index.js';
 import { Spool } from './report/spool.js';
+import { ControllerClient } from './controller-client.js';
+import { Shipper } from './shipper.js';
+import type { VerdictEvent } from '../protocol/controller-api.js';
 import type { Collector, Verdict } from './types.js';
 import { linkConnector } from './diagnostics/common.js';
 
@@ -83,6 +86,44 @@ export async function diagnoseApp(app: AppConfig, o: DiagnoseOptions): Promise<W
   });
 }
 
+/**
+ * The shipper to the configured controller, its token (and CA) read from their files; a file that
+ * cannot be read or holds no token is a ConfigError naming the field.
+ */
+export async function openShipper(c: NonNullable<MonitorConfig['controller']>, spool: Spool, log: (r: LogRecord) => void, metrics?: MonitorMetrics): Promise<Shipper> {
+  const bad = (field: string, file: string, message: string, cause?: unknown) => new ConfigError(file, [{ file, path: `controller.${field}`, message }], { cause });
+  const token = (
+    await readFile(c.tokenFile, 'utf8').catch((e: unknown) => {
+      throw bad('tokenFile', c.tokenFile, `cannot be read: ${(e as Error).message}`, e);
+    })
+  ).trim();
+  if (!/^[A-Za-z0-9_-]{20,128}$/.test(token)) throw bad('tokenFile', c.tokenFile, 'holds no token (make one with: eve-diag controller token create --node NAME)');
+  const ca =
+    c.caFile === undefined
+      ? undefined
+      : await readFile(c.caFile).catch((e: unknown) => {
+          throw bad('caFile', c.caFile as string, `cannot be read: ${(e as Error).message}`, e);
+        });
+  const client = new ControllerClient({ url: c.url, token, timeoutMs: c.timeoutMs, ...(ca ? { ca } : {}) });
+  return new Shipper({ spool, client, log, ...(metrics ? { metrics } : {}) });
+}
+
+/** The verdict change the controller's fleet view shows, with the heartbeats as the app's probes saw them. */
+export function verdictEvent(app: AppConfig, c: Classification): Omit<VerdictEvent, 'id'> {
+  const beat = (probe: string) => {
+    const ev = c.evidence.find((o) => o.probe === probe)?.last?.evidence;
+    if (ev === undefined) return undefined;
+    const out: { status?: string; beats?: number; ageMs?: number } = {};
+    if (typeof ev['status'] === 'string') out.status = ev['status'];
+    if (typeof ev['beats'] === 'number') out.beats = ev['beats'];
+    if (typeof ev['ageMs'] === 'number') out.ageMs = Math.round(ev['ageMs']);
+    return out;
+  };
+  const kernel = beat('kernel-heartbeat');
+  const agent = beat('agent-heartbeat');
+  return { app: app.name, verdict: c.verdict, reason: c.reason.slice(0, 2000), at: new Date().toISOString(), ...(kernel ? { kernel } : {}), ...(agent ? { agent } : {}) };
+}
+
 /** The configured spool, its evictions and clean-ups logged and counted. */
 export function openSpool(config: MonitorConfig['spool'], log: (r: LogRecord) => void, metrics?: MonitorMetrics): Spool {
   return new Spool({
@@ -140,10 +181,12 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
   };
   await maintain();
   let lastMaintain = clock.now();
+  const shipper = config.controller === undefined ? undefined : await openShipper(config.controller, spool, o.log, o.metrics);
   const manager = new Manager({
     clock,
     links,
     log: o.log,
+    ...(shipper ? { onVerdict: (app: AppConfig, c: Classification) => shipper.enqueueEvent(verdictEvent(app, c)) } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
     hostPressure: () => readHostPressure(),
     diagnose: async ({ app, classification, timeline, signal }) => {
@@ -156,6 +199,7 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
         signal,
       });
       await updateSpoolMetrics();
+      shipper?.kick();
       return b.dir;
     },
   });
@@ -168,9 +212,10 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
       return config.apps;
     }
   };
+  shipper?.start();
   try {
     await manager.sync(await appsNow());
-    o.log({ level: 'info', msg: 'monitor started', apps: manager.status().map((s) => s.app) });
+    o.log({ level: 'info', msg: 'monitor started', apps: manager.status().map((s) => s.app), ...(config.controller ? { controller: config.controller.url } : {}) });
     while (!o.signal.aborted) {
       await clock.sleep(o.rediscoverMs ?? 10_000, o.signal).catch(() => undefined);
       if (o.signal.aborted) break;
@@ -182,6 +227,7 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
     }
   } finally {
     await manager.stop();
+    await shipper?.stop();
     await links.closeAll();
     o.log({ level: 'info', msg: 'monitor stopped' });
   }

@@ -39,6 +39,8 @@ export interface ManagerDeps {
   links: QmpLinks;
   log: (r: LogRecord) => void;
   metrics?: MonitorMetrics;
+  /** Told of every verdict change of an app (the shipper sends it to the controller). */
+  onVerdict?: (app: AppConfig, c: Classification) => void;
   /** Runs the app's diagnostic scenario and ships the report; resolves with where the report went. */
   diagnose?: (run: DiagnosticsRun) => Promise<string | undefined>;
   /** Host pressure around an app's VM, for the `guest-starved` verdict. */
@@ -199,6 +201,7 @@ export class Manager {
     this.deps.metrics?.setVerdict(run.app.name, c.verdict);
     if (c.verdict !== before) {
       this.deps.log({ level: TROUBLE.has(c.verdict) ? 'warn' : 'info', msg: 'verdict', app: run.app.name, verdict: c.verdict, reason: c.reason, ...(c.runState ? { runState: c.runState } : {}) });
+      this.deps.onVerdict?.(run.app, c);
     }
     if (TROUBLE.has(c.verdict) && u.changed && u.state.result === 'failure') this.#maybeDiagnose(run, c, u);
   }

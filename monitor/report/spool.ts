@@ -20,6 +20,8 @@ import { isSafeName } from '../../protocol/report-manifest.js';
 
 export const SPOOL_QUOTA_DEFAULT = 512 * 1024 * 1024;
 export const DELIVERED_MARK = '.delivered';
+/** The controller refused the bundle for good (invalid, too large): it will never be delivered. */
+export const REJECTED_MARK = '.rejected';
 export const DROPPED_LEDGER = '.dropped.jsonl';
 /** The ledger is cut to its newer half when it grows beyond this. */
 const DROPPED_LEDGER_MAX_BYTES = 1024 * 1024;
@@ -29,6 +31,8 @@ export interface SpoolEntryInfo {
   dir: string;
   bytes: number;
   delivered: boolean;
+  /** Refused by the controller for good (and announced to it as not delivered). */
+  rejected: boolean;
 }
 
 export interface DroppedReport {
@@ -92,14 +96,14 @@ export class Spool {
         bytes = await dirBytes(e.dir);
         this.#sizes.set(e.id, bytes);
       }
-      out.push({ id: e.id, dir: e.dir, bytes, delivered: await isFile(join(e.dir, DELIVERED_MARK)) });
+      out.push({ id: e.id, dir: e.dir, bytes, delivered: await isFile(join(e.dir, DELIVERED_MARK)), rejected: await isFile(join(e.dir, REJECTED_MARK)) });
     }
     return out;
   }
 
   async usage(): Promise<{ bytes: number; bundles: number; delivered: number; undelivered: number; undeliveredBytes: number }> {
     const all = await this.entries();
-    const undelivered = all.filter((e) => !e.delivered);
+    const undelivered = all.filter((e) => !e.delivered && !e.rejected);
     return {
       bytes: all.reduce((n, e) => n + e.bytes, 0),
       bundles: all.length,
@@ -126,14 +130,23 @@ export class Spool {
   }
 
   /** Records the controller's acknowledgement: the bundle may be evicted from now on. */
-  async markDelivered(id: string, ack: Record<string, unknown>): Promise<void> {
+  markDelivered(id: string, ack: Record<string, unknown>): Promise<void> {
+    return this.#mark(id, DELIVERED_MARK, { ...ack, deliveredAt: this.#now().toISOString() });
+  }
+
+  /** Records that the controller refused the bundle for good (it is evicted first, never sent again). */
+  markRejected(id: string, reason: string): Promise<void> {
+    return this.#mark(id, REJECTED_MARK, { reason: reason.slice(0, 2000), rejectedAt: this.#now().toISOString() });
+  }
+
+  async #mark(id: string, mark: string, content: Record<string, unknown>): Promise<void> {
     if (!isSafeName(id)) throw new RangeError(`bundle id ${JSON.stringify(id)} is not a safe name`);
     const dir = join(this.dir, id);
     const st = await lstat(dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a bundle directory`);
-    const tmp = join(dir, `${DELIVERED_MARK}.tmp`);
-    await writeFile(tmp, `${JSON.stringify({ ...ack, deliveredAt: this.#now().toISOString() })}\n`, { mode: 0o600 });
-    await rename(tmp, join(dir, DELIVERED_MARK));
+    const tmp = join(dir, `${mark}.tmp`);
+    await writeFile(tmp, `${JSON.stringify(content)}\n`, { mode: 0o600 });
+    await rename(tmp, join(dir, mark));
   }
 
   async isDelivered(id: string): Promise<boolean> {
@@ -161,15 +174,16 @@ export class Spool {
     let used = all.reduce((n, e) => n + e.bytes, 0);
     const limit = this.quotaBytes - incoming;
     if (used <= limit) return;
-    // Delivered first, oldest first; then undelivered, oldest first (all is oldest first).
-    const order = [...all.filter((e) => e.delivered), ...all.filter((e) => !e.delivered)];
+    // Delivered (or refused for good) first, oldest first; then undelivered, oldest first (all is oldest first).
+    const done = (e: SpoolEntryInfo) => e.delivered || e.rejected;
+    const order = [...all.filter(done), ...all.filter((e) => !done(e))];
     for (const e of order) {
       if (used <= limit) break;
       await rm(e.dir, { recursive: true, force: true });
       this.#sizes.delete(e.id);
       used -= e.bytes;
-      if (!e.delivered) await this.#recordDropped({ id: e.id, bytes: e.bytes, droppedAt: this.#now().toISOString(), reason: 'spool quota' });
-      this.#events.evicted?.({ id: e.id, bytes: e.bytes, delivered: e.delivered });
+      if (!done(e)) await this.#recordDropped({ id: e.id, bytes: e.bytes, droppedAt: this.#now().toISOString(), reason: 'spool quota' });
+      this.#events.evicted?.({ id: e.id, bytes: e.bytes, delivered: done(e) });
     }
   }
 

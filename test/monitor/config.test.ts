@@ -48,7 +48,7 @@ eve:
   layouts: { special: /opt/special.json }
 qmp: { holdSeconds: 30 }
 spool: { dir: spool }
-controller: { url: "https://ctrl.example:8443/ingest" }
+controller: { url: "https://ctrl.example:8443/", tokenFile: node.token, caFile: /etc/eve-diag/ca.pem }
 metrics: { listen: "127.0.0.1:9464" }
 apps:
   - name: web
@@ -172,7 +172,7 @@ describe('parseConfig: a valid file', () => {
       diagnostics: c.defaults.diagnostics,
     });
     expect(c.spool).toEqual({ dir: '/etc/eve-diag/spool', quotaBytes: 512 * 1024 * 1024, maxBundleBytes: 16 * 1024 * 1024 });
-    expect(c.controller).toEqual({ url: 'https://ctrl.example:8443/ingest', timeoutMs: 30000, insecure: false });
+    expect(c.controller).toEqual({ url: 'https://ctrl.example:8443', tokenFile: '/etc/eve-diag/node.token', caFile: '/etc/eve-diag/ca.pem', timeoutMs: 30000 });
     expect(c.metrics).toEqual({ listen: '127.0.0.1:9464', host: '127.0.0.1', port: 9464 });
     expect(c.qmp).toEqual({ connectTimeoutMs: 5000, holdMs: 30000 });
   });
@@ -262,7 +262,8 @@ describe('parseConfig: errors name the file, the line and the field', () => {
     ]],
     ['a bad name', 'apps:\n  - name: "my app"\n', [`monitor.yaml:2: apps[0].name: must be letters, digits, '.', '_', ':', '-' (at most 128) (got "my app")`]],
     ['a bad listen address', 'metrics:\n  listen: 9464\n', ['monitor.yaml:2: metrics.listen: must be a string (got 9464)']],
-    ['a bad URL scheme', 'controller:\n  url: ftp://x\n', ['monitor.yaml:2: controller.url: must be an http:// or https:// URL (got "ftp://x")']],
+    ['a bad URL scheme', 'controller:\n  url: ftp://x\n  tokenFile: t\n', ['monitor.yaml:2: controller.url: must be an http:// or https:// URL (got "ftp://x")']],
+    ['a controller without its token', 'controller:\n  url: https://c\n', ['monitor.yaml:1: controller.tokenFile: is required']],
     [
       'several problems at once, in file order',
       'defaults:\n  periodSeconds: 0\napps:\n  - name: a\n    bogus: 1\n  - {}\n',
