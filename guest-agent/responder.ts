@@ -1,4 +1,4 @@
-import { close as closeFdCb, constants, createReadStream, createWriteStream, fstatSync, open as openFd } from 'node:fs';
+import { close as closeFdCb, constants, createReadStream, createWriteStream, fstatSync, open as openFd, read as readFd, write as writeFd, writev as writevFd } from 'node:fs';
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { errText, type Log } from './log.js';
@@ -103,8 +103,13 @@ export async function openPort(path: string): Promise<Port> {
     closeFd();
     throw e;
   }
-  const input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 });
-  const output = createWriteStream('', { fd, autoClose: false, highWaterMark: 256 });
+  // The fd is closed once, by close() below. A file stream closes its fd when destroyed, autoClose or
+  // not, and a read stream with a read in flight does it when that read returns: two streams on one fd
+  // would close it twice more, the later closes hitting whatever file got the number meanwhile (the
+  // agent's config file, read with EBADF on SIGHUP). So the streams get a close that does nothing.
+  const keepFd = (_fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => cb(null);
+  const input = createReadStream('', { fd, autoClose: false, highWaterMark: 256, fs: { open: openFd, read: readFd, close: keepFd } });
+  const output = createWriteStream('', { fd, autoClose: false, highWaterMark: 256, fs: { open: openFd, write: writeFd, writev: writevFd, close: keepFd } });
   return {
     input,
     output,

@@ -64,9 +64,20 @@ async function pollUntil(s: Session, what: string, pred: (r: HeartbeatReport) =>
   }
 }
 
-/** Runs `cmd` in the background in the guest and returns its pid. */
+let backgroundSeq = 0;
+/**
+ * Runs `cmd` in the background in the guest, in a session of its own, and returns its pid. Not a job
+ * of the console's shell: when that shell went away (seen in CI: the test's shell exited and init
+ * started another), the kernel sent the orphaned job SIGHUP and SIGCONT, and a SIGSTOPped agent ran
+ * on. In its own session the shell's fate is not the agent's.
+ */
 async function background(guest: Guest, cmd: string): Promise<number> {
-  const out = await guest.run(`${cmd} </dev/null & echo "BGPID=$!"`);
+  const n = ++backgroundSeq;
+  const out = await guest.run(
+    `cat > /tmp/bg-${n}.sh <<'EOF_BG'\necho $$ > /tmp/bg-${n}.pid\nexec ${cmd} </dev/null\nEOF_BG\n` +
+      `setsid sh /tmp/bg-${n}.sh </dev/null >/dev/null 2>&1 &\n` +
+      `i=0; while [ ! -s /tmp/bg-${n}.pid ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo "BGPID=$(cat /tmp/bg-${n}.pid)"`,
+  );
   const m = /BGPID=(\d+)/.exec(out);
   if (m === null) throw new Error(`no pid from ${JSON.stringify(cmd)}: ${out}`);
   return Number(m[1]);
@@ -191,7 +202,11 @@ describe('Node agent in a real guest', () => {
   test('kill -STOP: the agent heartbeat stalls while the kernel heartbeat goes on; -CONT: alive again', async () => {
     await guest.run(`kill -STOP ${pid}`);
     try {
-      const reports = await pollUntil(session, 'agent stalled', (r) => r.agent.status === 'stalled', 60_000);
+      const reports = await pollUntil(session, 'agent stalled', (r) => r.agent.status === 'stalled', 60_000).catch(async (e: unknown) => {
+        // Who still reads the agent zone? (The processes, their states and who holds a thermal file.)
+        const who = await guest.run(`ps -o pid,stat,args; for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q thermal && echo "$p holds: $(ls -l $p/fd | grep thermal)"; done; grep State /proc/${pid}/status`);
+        throw new Error(`${String(e)}\n--- guest ---\n${who}`);
+      });
       const last = reports.at(-1) as HeartbeatReport;
       expect(last.kernel.status).toBe('alive');
       expect(last.vm.running).toBe(true);
@@ -210,7 +225,9 @@ describe('Node agent in a real guest', () => {
   test('SIGHUP reloads /etc/eve-diag/agent.json (a check appears in the marks)', async () => {
     await guest.run(`echo '{"checks": [{"name": "self", "command": "true"}, {"name": "nothing", "tcp": "127.0.0.1:9"}]}' > /etc/eve-diag/agent.json && kill -HUP ${pid}`);
     const since = guest.consoleText().length;
-    const line = await guest.waitForConsole(/eve-diag mark seq=\d+ [^\n]*check\.self=ok check\.nothing=fail:refused/, 60_000, since);
+    const line = await guest.waitForConsole(/eve-diag mark seq=\d+ [^\n]*check\.self=ok check\.nothing=fail:refused/, 60_000, since).catch(async (e: unknown) => {
+      throw new Error(`${String(e)}\n--- agent stderr ---\n${await agentErr()}\n--- ps ---\n${await guest.run('ps -o pid,stat,args 2>/dev/null || ps')}`);
+    });
     expect(line).toMatch(MARK_RE(AGENT_VERSION));
     expect(await agentErr()).toContain(`reloaded: heartbeat \\_TZ_.EDGA every 1 s; marks every 5 s to syslog, /dev/console; checks self, nothing; responder on /dev/virtio-ports/${AGENT_PORT_NAME}`);
   });
