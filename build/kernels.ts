@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { access, constants, mkdir, mkdtemp, open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { repoRoot } from '../util/repo-root.js';
+import { findOnPath } from '../util/which.js';
 
 export interface GuestKernel {
   /** `uname -r` of the kernel: `6.12.95+deb12-amd64`. */
@@ -127,7 +128,10 @@ async function fetchDebianKernel(spec: DebianKernelSpec, cacheDir: string): Prom
 
   const dir = join(cacheDir, kernelCacheName(pkg, version));
   const cached = await hostKernelFiles(join(dir, 'boot'), join(dir, 'lib', 'modules'), release);
-  if (cached !== undefined) return { ...cached, source };
+  if (cached !== undefined) {
+    await ensureModulesDep(dir, release);
+    return { ...cached, source };
+  }
 
   await mkdir(cacheDir, { recursive: true });
   const tmp = await mkdtemp(join(cacheDir, '.fetch-'));
@@ -138,6 +142,7 @@ async function fetchDebianKernel(spec: DebianKernelSpec, cacheDir: string): Prom
     if (debs.length !== 1) throw new KernelFetchError(`apt-get download ${pkg}=${version}: expected one .deb, found ${debs.length}`);
     const root = join(tmp, 'root');
     await run('dpkg-deb', ['-x', join(tmp, debs[0] as string), root]);
+    await ensureModulesDep(root, release);
     // Rename makes the cache entry appear whole; a concurrent fetch that won the race is as good.
     await rename(root, dir).catch((err: NodeJS.ErrnoException) => {
       if (!existsSync(dir) || (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST')) throw err;
@@ -148,6 +153,17 @@ async function fetchDebianKernel(spec: DebianKernelSpec, cacheDir: string): Prom
   const fetched = await hostKernelFiles(join(dir, 'boot'), join(dir, 'lib', 'modules'), release);
   if (fetched === undefined) throw new KernelFetchError(`${pkg}=${version}: the package has no boot/vmlinuz-${release}`);
   return { ...fetched, source };
+}
+
+/**
+ * modules.dep is made by depmod when a kernel package is installed, not shipped in it: the guest
+ * image's module loader (kernelModuleFiles) needs it, so it is made here for an extracted package.
+ */
+async function ensureModulesDep(root: string, release: string): Promise<void> {
+  if (existsSync(join(root, 'lib', 'modules', release, 'modules.dep'))) return;
+  const depmod = findOnPath('depmod') ?? ['/usr/sbin/depmod', '/sbin/depmod'].find((p) => existsSync(p));
+  if (depmod === undefined) throw new KernelFetchError('depmod (kmod) is not installed: apt-get install kmod');
+  await run(depmod, ['-b', root, release]);
 }
 
 async function hostKernelFiles(bootDir: string, modulesRoot: string, release: string): Promise<Omit<GuestKernel, 'source'> | undefined> {

@@ -35,6 +35,7 @@ export const PACKAGES = {
     'busybox-static': 'the test guests’ initramfs',
     cpio: 'reading the initramfs back in tests',
     'xz-utils': 'unpacking Linux 6.12’s .ko.xz modules',
+    kmod: 'depmod, the module dependencies of a fetched guest kernel',
     dash: 'the POSIX-sh agent under dash',
     systemd: 'systemd-analyze verifies the agent’s units',
     'libguestfs-tools': 'guestfish and qemu-img for `bake image`',

@@ -6,6 +6,7 @@ import { registersAnalyzer } from './registers.js';
 import { sysrqAnalyzer } from './sysrq.js';
 import { boundFinding, LIMITS, type Analyzer, type AnalysisInput, type Finding } from './types.js';
 
+export { reportInput, TEXT_MEDIA_TYPES, MAX_ANALYZED_ARTIFACT_BYTES } from './input.js';
 export { parseRegisters } from './registers.js';
 export { parseSysrqTasks } from './sysrq.js';
 export { analyzeKernelText, callTrace } from './kernel-log.js';

@@ -18,10 +18,9 @@ async function run(): Promise<unknown> {
   const mod = (await import(url)) as { analyze?: unknown; default?: { analyze?: unknown } };
   const analyze = typeof mod.analyze === 'function' ? mod.analyze : mod.default?.analyze;
   if (typeof analyze !== 'function') throw new Error(`${name}: exports no analyze(report, context) function`);
-  const logs: string[] = [];
-  const context = { name, log: (s: unknown) => logs.length < 100 && logs.push(String(s).slice(0, 500)) };
-  const findings: unknown = await (analyze as (r: unknown, c: unknown) => unknown)(input, context);
-  return { findings, logs };
+  // The context: the plugin's own name (plugin:<file name>), as its findings are labelled.
+  const findings: unknown = await (analyze as (r: unknown, c: unknown) => unknown)(input, { name });
+  return { findings };
 }
 
 run().then(

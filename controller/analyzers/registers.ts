@@ -52,9 +52,9 @@ export const registersAnalyzer: Analyzer = {
       if (spinning.length > 0) {
         out.push({
           analyzer: 'registers',
-          severity: 'error',
-          title: `vCPU ${spinning.map((c) => c.cpu).join(', ')} in the kernel with interrupts off`,
-          explanation: `A vCPU running kernel code with interrupts disabled takes no timer and cannot be preempted: if it stays there, it is a hard lockup. ${list}.`,
+          severity: 'warning',
+          title: `vCPU ${spinning.map((c) => c.cpu).join(', ')} in the kernel with interrupts off when sampled`,
+          explanation: `A vCPU running kernel code with interrupts disabled takes no timer and cannot be preempted: if it stays there, it is a hard lockup. One sample cannot tell (the kernel turns interrupts off briefly all the time, to print to the console among others); the kernel log or repeated samples can. ${list}.`,
           evidence,
         });
       } else {

@@ -1,5 +1,5 @@
-import { callTrace } from './kernel-log.js';
-import { excerpt, kernelLines, type Analyzer, type AnalysisInput, type Finding } from './types.js';
+import { CALL_TRACE, callTrace, collapseRepeats, isSchedulerFrame } from './kernel-log.js';
+import { excerpt, kernelLines, loose, type Analyzer, type AnalysisInput, type Finding } from './types.js';
 
 /**
  * SysRq `t` (every task) and `w` (blocked tasks) output, parsed into tasks, their states and stacks:
@@ -24,26 +24,37 @@ export interface SysrqTask {
   line: number;
 }
 
-const TASK = /^task:(.{1,16}?)\s+state:(\S)\s+stack:\s*\d+\s+pid:\s*(\d+)\s+(?:tgid:\s*\d+\s+)?ppid:\s*(\d+)/;
+const TASK = new RegExp(`^${loose('task:')}(.{1,16}?)\\s+${loose('state:')}(\\S)\\S*\\s+${loose('stack:')}\\s*\\d+\\s+${loose('pid:')}\\s*(\\d+)\\s+(?:${loose('tgid:')}\\s*\\d+\\s+)?${loose('ppid:')}\\s*(\\d+)`);
 /** Kernel threads are children of kthreadd (pid 2), or kthreadd itself. */
 const isKernelThread = (t: SysrqTask) => t.pid === 2 || t.ppid === 2;
-/** Scheduler frames every sleeping task has: not what distinguishes one wait from another. */
-const SCHEDULER = /^(__schedule|schedule|schedule_timeout|schedule_hrtimeout_range(_clock)?|io_schedule|preempt_schedule\w*|__cond_resched|do_nanosleep|hrtimer_nanosleep|__x64_sys_\w+|do_syscall_64|entry_SYSCALL_64_after_hwframe|ret_from_fork\w*|kthread)$/;
+/** Frames every sleeping task has (the scheduler's, the syscall entry's): not what tells one wait from another. */
+const COMMON = new Set(['do_syscall_64', 'entry_SYSCALL_64_after_hwframe', 'kthread'].map(collapseRepeats));
+const COMMON_PREFIXES = ['__x64_sys_', 'ret_from_fork'].map(collapseRepeats);
+/** Compared with repeated characters collapsed, so a garbled console line still matches. */
+const isCommon = (f: string) => {
+  const c = collapseRepeats(f);
+  return isSchedulerFrame(f) || COMMON.has(c) || COMMON_PREFIXES.some((p) => c.startsWith(p));
+};
 
 export function parseSysrqTasks(text: string, maxTasks = 5000): SysrqTask[] {
   const lines = kernelLines(text);
   const tasks: SysrqTask[] = [];
+  const seen = new Set<number>();
   for (let i = 0; i < lines.length && tasks.length < maxTasks; i++) {
     const m = TASK.exec((lines[i] as string).trim());
     if (m === null) continue;
     let frames: string[] = [];
     for (let k = i + 1; k < lines.length && k < i + 4; k++) {
-      if (/Call Trace:\s*$/.test(lines[k] as string)) {
+      if (CALL_TRACE.test(lines[k] as string)) {
         frames = callTrace(lines, k).frames;
         break;
       }
     }
-    tasks.push({ name: (m[1] as string).trim(), state: m[2] as string, pid: Number(m[3]), ppid: Number(m[4]), frames, line: i + 1 });
+    const pid = Number(m[3]);
+    // A capture may go on past the dump (a hung-task report that names the same task): first one wins.
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    tasks.push({ name: (m[1] as string).trim(), state: m[2] as string, pid, ppid: Number(m[4]), frames, line: i + 1 });
   }
   return tasks;
 }
@@ -65,13 +76,21 @@ export const sysrqAnalyzer: Analyzer = {
       const user = tasks.filter((t) => !isKernelThread(t));
       const stopped = user.filter((t) => t.state === 'T');
       if (blocked.length > 0) {
-        // Group the blocked tasks by what they wait in: the first frames below the scheduler.
-        const groups = new Map<string, SysrqTask[]>();
+        // Group the blocked tasks by what they wait in: the first frames below the scheduler. A busy
+        // serial console doubles characters now and then (folioo_wait_writeback, seen in real
+        // captures): the grouping key ignores repeated characters, the most common spelling is shown.
+        const groups = new Map<string, { members: SysrqTask[]; spellings: Map<string, number> }>();
         for (const t of blocked) {
-          const key = t.frames.filter((f) => !SCHEDULER.test(f)).slice(0, 4).join(' < ') || '(no stack)';
-          groups.set(key, [...(groups.get(key) ?? []), t]);
+          const shown = t.frames.filter((f) => !isCommon(f)).slice(0, 4).join(' < ') || '(no stack)';
+          const key = collapseRepeats(shown);
+          const g = groups.get(key) ?? { members: [], spellings: new Map<string, number>() };
+          g.members.push(t);
+          g.spellings.set(shown, (g.spellings.get(shown) ?? 0) + 1);
+          groups.set(key, g);
         }
-        const [stack, members] = [...groups.entries()].sort((x, y) => y[1].length - x[1].length)[0] as [string, SysrqTask[]];
+        const top = [...groups.values()].sort((x, y) => y.members.length - x.members.length)[0] as { members: SysrqTask[]; spellings: Map<string, number> };
+        const members = top.members;
+        const stack = [...top.spellings.entries()].sort((x, y) => y[1] - x[1])[0]?.[0] as string;
         out.push({
           analyzer: 'sysrq-tasks',
           severity: 'error',

@@ -61,9 +61,21 @@ export function boundFinding(f: Finding): Finding {
   };
 }
 
-/** Lines of `text` with the kernel's printk timestamp (`[   12.345678] `) and a syslog-ish prefix removed. */
+/**
+ * Lines of `text` with the kernel's printk timestamp (`[   12.345678] `) and a syslog-ish prefix
+ * removed. A busy serial console doubles a character now and then (seen in real captures:
+ * `[    9.3367933]`, `]]`), so the timestamp is matched loosely.
+ */
 export function kernelLines(text: string): string[] {
-  return text.split(/\r?\n/).map((l) => l.replace(/^.*?\[\s*\d+\.\d{6}\]\s?/, ''));
+  return text.split(/\r?\n/).map((l) => l.replace(/^.{0,64}?\[+\s*\d+\.+\d+\]+\s?/, ''));
+}
+
+/**
+ * A literal phrase as regular-expression source that also matches it with any character doubled
+ * (`blocked for more thaan`, `Call Traace:`, `statte:D`: real captures from a busy serial console).
+ */
+export function loose(phrase: string): string {
+  return [...phrase].map((c) => `${c.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')}+`).join('');
 }
 
 /** `lines[from..to]` (0-based, inclusive) as an excerpt, at most `max` lines. */

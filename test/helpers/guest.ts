@@ -22,6 +22,10 @@ export interface LaunchOptions {
   machine?: 'q35' | 'pc';
   firmware?: 'seabios' | 'ovmf';
   memoryMiB?: number;
+  /** vCPUs (`-smp`). Default 1. */
+  cpus?: number;
+  /** Kernel modules the image carries and /init loads (build/guest-image.ts). */
+  modules?: string[];
   /** Files passed with `-acpitable file=...`, in order. */
   acpiTables?: string[];
   /** Appended to the kernel command line after `console=ttyS0`. */
@@ -85,7 +89,7 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   if (firmware === 'ovmf' && !(existsSync(OVMF_CODE) && existsSync(OVMF_VARS))) {
     throw new Error(`${OVMF_CODE} or ${OVMF_VARS} missing: apt-get install ovmf`);
   }
-  const image = await buildGuestImage(opts.kernel === undefined ? {} : { kernel: opts.kernel });
+  const image = await buildGuestImage({ ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}), ...(opts.modules !== undefined ? { modules: opts.modules } : {}) });
   const dir = await mkdtemp(join(tmpdir(), 'eve-diag-guest-')); // mkdtemp(3) creates it 0700
   const paths = {
     qmpPath: join(dir, 'qmp.sock'),
@@ -94,7 +98,7 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   };
   const ovmfVars = join(dir, 'OVMF_VARS.fd'); // private copy: the firmware writes its variables
   const args = [
-    ...['-accel', 'tcg', '-M', opts.machine ?? 'q35', '-m', String(opts.memoryMiB ?? 512), '-smp', '1'],
+    ...['-accel', 'tcg', '-M', opts.machine ?? 'q35', '-m', String(opts.memoryMiB ?? 512), '-smp', String(opts.cpus ?? 1)],
     ...['-display', 'none', '-no-user-config', '-nodefaults'],
     ...['-kernel', image.kernel, '-initrd', image.initrd, '-append', `console=ttyS0 ${opts.append ?? ''}`.trim()],
     ...['-qmp', `unix:${qemuOptValue(paths.qmpPath)},server=on,wait=off`],
