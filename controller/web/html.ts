@@ -42,6 +42,7 @@ export function page(title: string, body: Html, opts: { scripts?: string[]; nav?
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title} · eve-diag</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/app.css">
 ${(opts.scripts ?? []).filter((s) => s.endsWith('.css')).map((s) => html`<link rel="stylesheet" href="${s}">`)}
 </head>

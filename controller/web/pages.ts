@@ -55,7 +55,8 @@ ${rows.map(
   );
 }
 
-export function reportsPage(rows: readonly ReportRow[], f: ReportFilter, now = Date.now()): string {
+/** The report list; `error` (a bad filter) is shown under the form, which keeps what was typed. */
+export function reportsPage(rows: readonly ReportRow[], f: ReportFilter, now = Date.now(), error?: string): string {
   const opt = (v: string) => html`<option value="${v}" ${f.verdict === v ? html`selected` : ''}>${v}</option>`;
   const last = rows[rows.length - 1];
   const qs = (extra: Record<string, string>) =>
@@ -71,6 +72,7 @@ export function reportsPage(rows: readonly ReportRow[], f: ReportFilter, now = D
 <label>Until <input name="until" value="${f.until ?? ''}"></label>
 <button type="submit">Filter</button>
 </form>
+${error === undefined ? '' : html`<p class="error">${error}</p>`}
 <table class="reports">
 <thead><tr><th>Time</th><th>Node</th><th>App</th><th>Verdict</th><th>Findings</th><th>Reason</th></tr></thead>
 <tbody>
@@ -81,7 +83,7 @@ ${rows.map(
 </tr>`,
 )}
 </tbody></table>
-${rows.length === 0 ? html`<p class="muted">No report matches.</p>` : ''}
+${rows.length === 0 && error === undefined ? html`<p class="muted">No report matches.</p>` : ''}
 ${last !== undefined && rows.length >= (f.limit ?? 50) ? html`<p><a href="/reports?${qs({ before: String(last.key) })}">Older</a></p>` : ''}`,
   );
 }

@@ -7,7 +7,7 @@ import { authenticate } from '../auth.js';
 import { filterOf, sendBundle, visibleReport } from '../api/read.js';
 import { caller, HttpError, SESSION_COOKIE } from '../api/http.js';
 import type { RateLimiter } from '../limits.js';
-import type { Store } from '../store/store.js';
+import type { ReportFilter, ReportRow, Store, TokenInfo } from '../store/store.js';
 import { artifactPage, fleetPage, loginPage, notFoundPage, reportPage, reportsPage } from './pages.js';
 
 /**
@@ -56,6 +56,17 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
     }
   };
 
+  /** The report `key` if the caller may see it; else the not-found page is sent and undefined returned. */
+  const visible = async (who: TokenInfo, key: string, reply: FastifyReply): Promise<ReportRow | undefined> => {
+    try {
+      return await visibleReport(store, who, key);
+    } catch (e) {
+      if (!(e instanceof HttpError) || e.status !== 404) throw e;
+      await htmlReply(reply, notFoundPage(e.message), 404);
+      return undefined;
+    }
+  };
+
   app.get('/assets/:name', async (req, reply) => {
     const a = assets[(req.params as { name: string }).name];
     if (a === undefined) throw new HttpError(404, 'no such asset');
@@ -87,20 +98,24 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
 
   app.get('/reports', async (req, reply) => {
     if ((await session(req, reply)) === undefined) return reply;
-    const f = filterOf(req.query as Record<string, unknown>);
+    const q = req.query as Record<string, unknown>;
+    let f: ReportFilter;
+    try {
+      f = filterOf(q);
+    } catch (e) {
+      // A bad filter gives the form back as typed, saying what is wrong (not the API's JSON error).
+      if (!(e instanceof HttpError) || e.status !== 400) throw e;
+      const typed = Object.fromEntries((['node', 'app', 'verdict', 'since', 'until'] as const).flatMap((k) => (typeof q[k] === 'string' ? [[k, q[k].slice(0, 256)]] : [])));
+      return htmlReply(reply, reportsPage([], typed, Date.now(), e.message), 400);
+    }
     return htmlReply(reply, reportsPage(await store.listReports(f), f));
   });
 
   app.get('/reports/:key', async (req, reply) => {
     const who = await session(req, reply);
     if (who === undefined) return reply;
-    let r;
-    try {
-      r = await visibleReport(store, who, (req.params as { key: string }).key);
-    } catch (e) {
-      if (e instanceof HttpError && e.status === 404) return htmlReply(reply, notFoundPage(e.message), 404);
-      throw e;
-    }
+    const r = await visible(who, (req.params as { key: string }).key, reply);
+    if (r === undefined) return reply;
     const m = await store.manifest(r.key);
     if (m === undefined) return htmlReply(reply, notFoundPage('the report has no manifest'), 404);
     return htmlReply(reply, reportPage(r, m, await store.findings(r.key), await store.artifacts(r.key)));
@@ -110,7 +125,8 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
     const who = await session(req, reply);
     if (who === undefined) return reply;
     const { key, file } = req.params as { key: string; file: string };
-    const r = await visibleReport(store, who, key);
+    const r = await visible(who, key, reply);
+    if (r === undefined) return reply;
     const a = (await store.artifacts(r.key)).find((x) => x.file === file);
     const data = a === undefined ? undefined : await store.blob(a.sha256);
     if (a === undefined || data === undefined) return htmlReply(reply, notFoundPage(`report ${key} has no file ${file}`), 404);
