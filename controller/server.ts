@@ -38,6 +38,8 @@ export interface Controller {
   app: FastifyInstance;
   jobs: JobRunner | undefined;
   metrics: Registry;
+  /** Every route registered, as fastify saw it (`:param` syntax; each GET has its HEAD twin). */
+  routes(): { method: string; url: string }[];
   listen(host: string, port: number): Promise<{ host: string; port: number; url: string }>;
   close(): Promise<void>;
 }
@@ -62,6 +64,10 @@ export async function createController(o: ControllerOptions): Promise<Controller
   const app = (https ? Fastify({ https, logger: false }) : Fastify({ logger: false })) as unknown as FastifyInstance;
   app.server.requestTimeout = 120_000; // a client sending 1 byte/s is cut, not waited for
   app.server.headersTimeout = 30_000;
+  const routes: { method: string; url: string }[] = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) routes.push({ method, url: r.url });
+  });
 
   const registry = new Registry();
   const ingested = new Counter({ name: 'eve_diag_controller_ingest_total', help: 'Things nodes sent and the controller stored.', labelNames: ['what'] as const, registers: [registry] });
@@ -116,6 +122,7 @@ export async function createController(o: ControllerOptions): Promise<Controller
     app,
     jobs,
     metrics: registry,
+    routes: () => routes.map((r) => ({ ...r })),
     async listen(host, port) {
       await app.listen({ host, port });
       const addr = app.server.address();
