@@ -67,7 +67,7 @@ describe('through the controller: POST /api/v1/logs, then the analysis of the ap
 
   test('eden JSON (plain and gzip) is stored, the app is analyzed, the findings are read back', async () => {
     const token = await c.nodeToken('edge-1');
-    const post = (body: Uint8Array | string, headers: Record<string, string>) =>
+    const post = (body: BodyInit, headers: Record<string, string>) =>
       fetch(`${c.url}/api/v1/logs?app=vm1`, { method: 'POST', headers: { authorization: `Bearer ${token}`, ...headers }, body });
     const text = edenLogs(240, true);
     const half = text.split('\n');

@@ -11,6 +11,8 @@ import type { Store } from '../../controller/store/store.js';
 /** A controller in this process, on a temporary SQLite directory (or the given PostgreSQL), port 0. */
 export interface TestController {
   url: string;
+  /** The SQLite data directory (undefined on PostgreSQL). */
+  data: string | undefined;
   store: Store;
   controller: Controller;
   admin: string;
@@ -29,6 +31,7 @@ export async function startController(o: { database?: string; limits?: Partial<L
   const tokens = new Map<string, string>();
   return {
     url,
+    data: dir,
     store,
     controller,
     admin,

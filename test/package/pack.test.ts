@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,5 +65,31 @@ describe('the installed package', () => {
     const r = await cli('bake', 'cloud-init', '--sh');
     expect(r.code, r.err).toBe(0);
     expect(r.out.startsWith('#cloud-config')).toBe(true);
+  });
+
+  test('eve-diag controller serve runs from the package: the dashboard assets and the API document travel with it', async () => {
+    const data = join(tmp, 'controller');
+    const child = spawn(bin, ['controller', 'serve', '--data', data, '--listen', '127.0.0.1:0'], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      const url = await new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no 'controller listening' line in 30 s: ${out}`)), 30_000);
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out);
+          if (m) {
+            clearTimeout(t);
+            resolve(m[1] as string);
+          }
+        });
+        child.once('exit', (code) => reject(new Error(`controller exited (${code}): ${out}`)));
+      });
+      for (const asset of ['app.css', 'uPlot.iife.min.js']) expect((await fetch(`${url}/assets/${asset}`)).status, asset).toBe(200);
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      const installed = join(tmp, 'prefix', 'lib', 'node_modules', 'eve-diag', 'docs');
+      expect(readdirSync(installed)).toEqual(expect.arrayContaining(['controller-api.yaml', 'analyzer-plugin-example.mjs']));
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
