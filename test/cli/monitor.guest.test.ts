@@ -1,5 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,12 +6,12 @@ import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
 import { GUEST_KERNEL_SERIES, guestKernel, type GuestKernelName } from '../../build/kernels.js';
 import { readManifest } from '../../monitor/report/index.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
+import { killMonitors, startMonitor } from '../helpers/monitor-cli.js';
 
 /**
  * `eve-diag monitor` end to end: the compiled CLI as a user runs it, a real guest, a YAML config.
  * A fault in the guest must become a verdict in the JSON logs and a report bundle in the spool.
  */
-const cli = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'main.js');
 let dir: string;
 let tableFile: string;
 let layoutFile: string;
@@ -30,58 +28,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-let child: ChildProcess | undefined;
-afterEach(() => {
-  child?.kill('SIGKILL');
-  child = undefined;
-});
-
-interface Line {
-  msg: string;
-  [k: string]: unknown;
-}
-
-function startMonitor(config: string): { lines: Line[]; waitFor: (pred: (l: Line) => boolean, ms: number) => Promise<Line>; exited: Promise<number | null> } {
-  expect(existsSync(cli), 'run npm run build first').toBe(true);
-  child = spawn(process.execPath, [cli, 'monitor', '--config', config, '--metrics', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Line[] = [];
-  let buf = '';
-  let stderr = '';
-  const waiters = new Set<() => void>();
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const l = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        lines.push(JSON.parse(l) as Line);
-      } catch {
-        lines.push({ msg: `(not JSON) ${l}` });
-      }
-      for (const w of waiters) w();
-    }
-  });
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child?.on('exit', (code) => r(code)));
-  const waitFor = (pred: (l: Line) => boolean, ms: number) =>
-    new Promise<Line>((resolve, reject) => {
-      const check = () => {
-        const hit = lines.find(pred);
-        if (hit) {
-          waiters.delete(check);
-          clearTimeout(t);
-          resolve(hit);
-        }
-      };
-      const t = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`no matching log line in ${ms} ms; stderr: ${stderr}\n${lines.map((l) => JSON.stringify(l)).join('\n')}`));
-      }, ms);
-      waiters.add(check);
-      check();
-    });
-  return { lines, waitFor, exited };
-}
+afterEach(() => killMonitors());
 
 async function config(guest: Guest, spool: string, collectors: string, agent = true): Promise<string> {
   const file = join(dir, `monitor-${Math.random().toString(36).slice(2)}.yaml`);
@@ -163,7 +110,7 @@ describe('eve-diag monitor against real guests', () => {
     const { readFile } = await import('node:fs/promises');
     const consoleFile = files.find((f) => f.endsWith('console.txt')) as string;
     expect(await readFile(join(bundle, consoleFile), 'utf8')).toContain('Kernel panic');
-    child?.kill('SIGTERM');
+    m.child.kill('SIGTERM');
     expect(await m.exited).toBe(0);
     expect(m.lines.some((l) => l.msg === 'monitor stopped')).toBe(true);
     await guest.stop();
@@ -194,7 +141,7 @@ describe('eve-diag monitor against real guests', () => {
     const t = files.find((f) => f.endsWith('sysrq-t.txt'));
     expect(t, files.join(', ')).toBeDefined();
     expect(await readFile(join(bundle, t as string), 'utf8')).toMatch(/sysrq: Show State/);
-    child?.kill('SIGTERM');
+    m.child.kill('SIGTERM');
     expect(await m.exited).toBe(0);
     await guest.stop();
   });
