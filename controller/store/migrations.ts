@@ -137,12 +137,19 @@ CREATE INDEX jobs_queue ON jobs (state, run_after);
 `;
 }
 
-/** v2: each report carries its findings' count and worst severity, for the list and fleet pages. */
+/**
+ * v2: each report carries its findings' count and worst severity, for the list and fleet pages;
+ * the reports stored before get theirs from their findings.
+ */
 function v2(): string {
   return `
 ALTER TABLE reports ADD COLUMN findings INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE reports ADD COLUMN worst_severity TEXT;
 CREATE INDEX findings_node_app_report ON findings (node_id, app, report_key);
+UPDATE reports SET
+  findings = (SELECT COUNT(*) FROM findings f WHERE f.report_key = reports.key),
+  worst_severity = (SELECT f.severity FROM findings f WHERE f.report_key = reports.key
+    ORDER BY CASE f.severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END LIMIT 1);
 `;
 }
 

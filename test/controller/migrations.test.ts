@@ -1,0 +1,127 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { SCHEMA_VERSION, MIGRATIONS } from '../../controller/store/migrations.js';
+import { openStore, type StoreLocation } from '../../controller/store/open.js';
+import { startPostgres, type Postgres } from '../helpers/postgres.js';
+
+/**
+ * The schema migrations on both stores, run at start: from an empty database, from every earlier
+ * version with data in it (the data must come through, derived columns filled), and a database newer
+ * than this controller refused. SQLite in a temporary directory; a real PostgreSQL 15.
+ */
+
+interface Backend {
+  name: string;
+  location(): Promise<StoreLocation>;
+  /** Runs SQL with positional parameters (`?`) on the raw database. */
+  sql(where: StoreLocation, text: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+}
+
+let pgServer: Postgres;
+const dirs: string[] = [];
+beforeAll(async () => {
+  pgServer = await startPostgres();
+}, 60_000);
+afterAll(async () => {
+  await pgServer?.stop();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+let dbs = 0;
+const backends: Backend[] = [
+  {
+    name: 'SQLite',
+    location: async () => {
+      const d = mkdtempSync(join(tmpdir(), 'eve-diag-migr-'));
+      dirs.push(d);
+      return { data: d };
+    },
+    sql: async (where, text, params = []) => {
+      const db = new Database(join(where.data as string, 'controller.db'));
+      try {
+        const st = db.prepare(text);
+        return st.reader ? (st.all(...params) as Record<string, unknown>[]) : (st.run(...params), []);
+      } finally {
+        db.close();
+      }
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    location: async () => ({ database: await pgServer.createDatabase(`migr${++dbs}`) }),
+    sql: async (where, text, params = []) => {
+      const c = new pg.Client({ connectionString: where.database });
+      await c.connect();
+      try {
+        let n = 0;
+        return (await c.query(text.replace(/\?/g, () => `$${++n}`), params)).rows as Record<string, unknown>[];
+      } finally {
+        await c.end();
+      }
+    },
+  },
+];
+
+describe.each(backends)('$name', (b) => {
+  test('from an empty database: every migration, in order, recorded; the store works', async () => {
+    const where = await b.location();
+    const store = await openStore(where);
+    try {
+      expect(await store.nodeId('edge-1')).toBeGreaterThan(0);
+      expect(await store.listReports()).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    const rows = await b.sql(where, 'SELECT version, name FROM schema_migrations ORDER BY version');
+    expect(rows.map((r) => [Number(r['version']), r['name']])).toEqual(MIGRATIONS.map((m) => [m.version, m.name]));
+    // Opening again applies nothing twice.
+    await (await openStore(where)).close();
+    expect(await b.sql(where, 'SELECT COUNT(*) AS n FROM schema_migrations')).toEqual([{ n: b.name === 'SQLite' ? SCHEMA_VERSION : String(SCHEMA_VERSION) }]);
+  });
+
+  test('from version 1 with data: the reports come through with their findings counted', async () => {
+    const where = await b.location();
+    await (await openStore(where, { migrateTo: 1 })).close();
+    const now = '2026-12-01T10:00:00.000Z';
+    await b.sql(where, 'INSERT INTO nodes (name, created_at) VALUES (?, ?)', ['edge-1', now]);
+    const [node] = await b.sql(where, 'SELECT id FROM nodes');
+    const nodeId = Number(node?.['id']);
+    for (const [i, verdict] of ['guest-kernel-hung', 'app-unhealthy'].entries()) {
+      await b.sql(
+        where,
+        "INSERT INTO reports (node_id, report_id, app, verdict, reason, created_at, received_at, stored_at, status, manifest, manifest_sha256, total_bytes) VALUES (?, ?, 'vm1', ?, 'r', ?, ?, ?, 'stored', '{}', 'x', 10)",
+        [nodeId, `rep-${i}`, verdict, now, now, now],
+      );
+    }
+    const keys = (await b.sql(where, 'SELECT key, report_id FROM reports ORDER BY report_id')).map((r) => Number(r['key']));
+    for (const [sev, title] of [
+      ['warning', 'w'],
+      ['critical', 'Kernel panic: x'],
+      ['info', 'i'],
+    ]) {
+      await b.sql(where, "INSERT INTO findings (report_key, node_id, app, analyzer, severity, title, explanation, evidence, created_at) VALUES (?, ?, 'vm1', 'kernel-log', ?, ?, '', '[]', ?)", [keys[0], nodeId, sev, title, now]);
+    }
+    const store = await openStore(where);
+    try {
+      const rows = await store.listReports();
+      expect(rows.map((r) => [r.reportId, r.findings, r.worstSeverity])).toEqual([
+        ['rep-1', 0, null],
+        ['rep-0', 3, 'critical'],
+      ]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a database newer than this controller is refused, and left as it is', async () => {
+    const where = await b.location();
+    await (await openStore(where)).close();
+    await b.sql(where, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from the future', '2030-01-01')", [SCHEMA_VERSION + 1]);
+    await expect(openStore(where)).rejects.toThrow(`the database is at schema version ${SCHEMA_VERSION + 1}, newer than this controller (${SCHEMA_VERSION}): upgrade eve-diag`);
+    expect((await b.sql(where, 'SELECT COUNT(*) AS n FROM schema_migrations')).map((r) => Number(r['n']))).toEqual([SCHEMA_VERSION + 1]);
+  });
+});
