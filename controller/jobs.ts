@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { analyze, type AnalyzeOptions, type AnalysisInput, type TextArtifact } from './analyzers/index.js';
+import { analyze, MAX_ANALYZED_ARTIFACT_BYTES, reportInput, type AnalyzeOptions, type AnalysisInput } from './analyzers/index.js';
 import type { Job, Store } from './store/store.js';
 
 /**
@@ -19,11 +19,11 @@ export interface JobRunnerOptions {
   maxArtifactBytes?: number;
   maxAttempts?: number;
   retryMs?: number;
+  /** How long a taken job is held while the store does not answer (its input read, its outcome recorded). Default 60 s. */
+  holdMs?: number;
   /** This instance's name in the queue. Default host:pid:random. */
   worker?: string;
 }
-
-const TEXT_TYPES = new Set(['text/plain', 'application/json']);
 
 export class JobRunner {
   readonly worker: string;
@@ -58,18 +58,41 @@ export class JobRunner {
     const job = await this.o.store.claimJob(this.worker);
     if (job === undefined) return false;
     const t0 = performance.now();
+    // The job is ours now: its input and its outcome go through #held, so a database restart in
+    // between neither leaves it 'running' (untouched until it looks stale) nor counts as a failure.
+    let findings;
     try {
-      const input = await this.#input(job);
-      const findings = input === undefined ? [] : await analyze(input, this.o.analyze ?? {});
-      const mine = await this.o.store.completeJob(job, this.worker, findings);
-      this.done += mine ? 1 : 0;
-      this.o.log?.({ level: 'info', msg: 'analysis done', job: job.key, kind: job.kind, report: job.reportKey, findings: findings.length, ms: Math.round(performance.now() - t0) });
+      const input = await this.#held(job, () => this.#input(job));
+      findings = input === undefined ? [] : await analyze(input, this.o.analyze ?? {});
     } catch (e) {
       this.failed++;
       this.o.log?.({ level: 'error', msg: 'analysis failed', job: job.key, error: String((e as Error)?.message ?? e) });
-      await this.o.store.failJob(job, this.worker, String((e as Error)?.message ?? e), this.o.retryMs ?? 30_000, this.o.maxAttempts ?? 5).catch(() => undefined);
+      await this.#held(job, () => this.o.store.failJob(job, this.worker, String((e as Error)?.message ?? e), this.o.retryMs ?? 30_000, this.o.maxAttempts ?? 5));
+      return true;
     }
+    const mine = await this.#held(job, () => this.o.store.completeJob(job, this.worker, findings));
+    this.done += mine ? 1 : 0;
+    this.o.log?.({ level: 'info', msg: 'analysis done', job: job.key, kind: job.kind, report: job.reportKey, findings: findings.length, ms: Math.round(performance.now() - t0) });
     return true;
+  }
+
+  /**
+   * A store call for a job this instance holds, made again (backing off to 2 s) while the store does
+   * not answer, for at most `holdMs`; then, or when stopping, its error is thrown and the job is left
+   * to be taken again once it looks stale. (completeJob only completes a job still ours: a retry
+   * after a COMMIT whose answer was lost changes nothing.)
+   */
+  async #held<T>(job: Job, call: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + (this.o.holdMs ?? 60_000);
+    for (let wait = 100; ; wait = Math.min(2000, wait * 2)) {
+      try {
+        return await call();
+      } catch (e) {
+        if (this.#stopping || performance.now() + wait > deadline) throw e;
+        this.o.log?.({ level: 'warn', msg: 'job store unavailable: trying again', job: job.key, retryInMs: wait, error: String((e as Error)?.message ?? e) });
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   async #run(): Promise<void> {
@@ -105,12 +128,6 @@ export class JobRunner {
     const report = await store.report(job.reportKey);
     const manifest = await store.manifest(job.reportKey);
     if (report === undefined || manifest === undefined) return undefined;
-    const artifacts: TextArtifact[] = [];
-    for (const a of await store.artifacts(job.reportKey)) {
-      if (!TEXT_TYPES.has(a.mediaType) || a.bytes > (this.o.maxArtifactBytes ?? 8 * 1024 * 1024)) continue;
-      const data = await store.blob(a.sha256);
-      if (data !== undefined) artifacts.push({ file: a.file, name: a.name, kind: a.kind, mediaType: a.mediaType, text: data.toString('utf8') });
-    }
-    return { node: report.node, app: report.app, manifest, artifacts };
+    return reportInput(report.node, manifest, (a) => store.blob(a.sha256), this.o.maxArtifactBytes ?? MAX_ANALYZED_ARTIFACT_BYTES);
   }
 }

@@ -4,9 +4,10 @@ import { ByteBuffer } from '../util/byte-buffer.js';
 
 /**
  * The node's HTTP client of the controller (node:http / node:https): a bearer token, an optional CA
- * for the controller's certificate, a timeout on every request, bounded answers. Errors say whether
- * trying again may help (`retryable`): the network, 5xx, 429 (with its Retry-After) and 401/403 (a
- * token may be fixed) are; a 4xx that judges the request itself (400, 404, 409, 413) is not.
+ * for the controller's certificate, a timeout on every request (silence while sending, the whole
+ * answer once sent), bounded answers. Errors say whether trying again may help (`retryable`): the
+ * network, 5xx, 429 (with its Retry-After) and 401/403 (a token may be fixed) are; a 4xx that judges
+ * the request itself (400, 404, 409, 413) is not.
  */
 
 export interface ControllerClientOptions {
@@ -53,7 +54,19 @@ export class ControllerClient {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const timeoutMs = this.#o.timeoutMs ?? 30_000;
     const maxBytes = this.#o.maxResponseBytes ?? 1024 * 1024;
-    return new Promise((resolve, reject) => {
+    return new Promise((resolveOnce, rejectOnce) => {
+      let answerTimer: NodeJS.Timeout | undefined;
+      let settled = false;
+      const resolve = (r: ControllerResponse) => {
+        settled = true;
+        clearTimeout(answerTimer);
+        resolveOnce(r);
+      };
+      const reject = (e: ControllerError) => {
+        settled = true;
+        clearTimeout(answerTimer);
+        rejectOnce(e);
+      };
       const headers: Record<string, string | number> = { authorization: `Bearer ${this.#o.token}`, accept: 'application/json' };
       if (body !== undefined) {
         headers['content-type'] = body.type;
@@ -84,6 +97,19 @@ export class ControllerClient {
         });
       });
       req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      // The socket's timeout only notices silence: an answer trickling in a few bytes at a time
+      // would hold the shipper for as long as the peer likes. Once the request is sent (an upload
+      // on a slow link may take its time), the whole answer must come within timeoutMs.
+      req.on('finish', () => {
+        // (An answer that came before the body was all sent leaves nothing to time.)
+        if (settled) return;
+        answerTimer = setTimeout(() => {
+          const e = new ControllerError(`${method} ${url.pathname}: no answer within ${timeoutMs} ms`, undefined, true);
+          reject(e);
+          req.destroy(e);
+        }, timeoutMs);
+      });
+      req.on('close', () => clearTimeout(answerTimer));
       req.on('error', (e) => reject(e instanceof ControllerError ? e : new ControllerError(`${method} ${url.pathname}: ${e.message}`, undefined, true, undefined, { cause: e })));
       req.end(body?.data);
     });

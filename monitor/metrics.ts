@@ -61,7 +61,7 @@ export class MonitorMetrics {
   readonly shipperOldestUndeliveredSeconds = new Gauge({ name: 'eve_diag_shipper_oldest_undelivered_seconds', help: 'Age of the oldest undelivered report bundle (0: none).', registers: [this.registry] });
   readonly shipperBytesSent = new Counter({ name: 'eve_diag_shipper_bytes_sent_total', help: 'Artifact bytes sent to the controller (as sent, compressed).', registers: [this.registry] });
   readonly shipperDelivered = new Counter({ name: 'eve_diag_shipper_delivered_total', help: 'Report bundles the controller acknowledged.', registers: [this.registry] });
-  readonly shipperFailures = new Counter({ name: 'eve_diag_shipper_failures_total', help: 'Failed shipping attempts by reason (network, an HTTP status, rejected).', labelNames: ['reason'] as const, registers: [this.registry] });
+  readonly shipperFailures = new Counter({ name: 'eve_diag_shipper_failures_total', help: 'Failed shipping attempts by reason (network, an HTTP status, rejected, damaged).', labelNames: ['reason'] as const, registers: [this.registry] });
   readonly shipperEventsQueued = new Gauge({ name: 'eve_diag_shipper_events_queued', help: 'Verdict changes waiting to be sent.', registers: [this.registry] });
   readonly shipperEventsDropped = new Counter({ name: 'eve_diag_shipper_events_dropped_total', help: 'Verdict changes dropped because the queue was full.', registers: [this.registry] });
 

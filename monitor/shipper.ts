@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { lstat, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { paths, type DroppedNotice, type ReportAck, type ReportOffer, type VerdictEvent } from '../protocol/controller-api.js';
@@ -16,8 +16,9 @@ import type { Spool } from './report/spool.js';
  * be evicted). The upload resumes where it stopped (the controller says which artifacts it lacks), so
  * a controller down for days, answering 500, slow, or cutting the connection, and a monitor killed
  * mid-upload, lose nothing and store nothing twice. Failures back off exponentially with jitter.
- * A bundle the controller refuses for good (invalid, too large) is marked rejected and announced as
- * not delivered; so is every bundle the spool had to drop.
+ * A bundle the controller refuses for good (invalid, too large), or one that cannot be sent as it is
+ * (damaged: a file gone, a manifest that is not JSON), is marked rejected and announced as not
+ * delivered; so is every bundle the spool had to drop.
  *
  * Verdict changes go as they happen, from a bounded queue (the oldest are dropped and counted when
  * the controller is away for long).
@@ -40,6 +41,9 @@ export interface ShipperOptions {
 
 /** What `<spool>/.dropped.sent` holds: the ids of dropped reports already announced. */
 const DROPPED_SENT = '.dropped.sent';
+/** How a rejected bundle's reason starts (its `.rejected` mark, the notice to the controller). */
+const REFUSED = 'rejected by the controller:';
+const DAMAGED = 'not sent, the bundle is damaged:';
 
 export class Shipper {
   readonly #o: ShipperOptions;
@@ -112,8 +116,15 @@ export class Shipper {
 
   async #deliver(id: string, dir: string, signal: AbortSignal): Promise<void> {
     const { client, spool, log, metrics } = this.#o;
-    const text = await readFile(join(dir, MANIFEST_FILE), 'utf8');
-    const manifest = JSON.parse(text) as ReportManifest;
+    let text: string;
+    let manifest: ReportManifest;
+    try {
+      text = await readFile(join(dir, MANIFEST_FILE), 'utf8');
+      manifest = JSON.parse(text) as ReportManifest;
+    } catch (e) {
+      if (await this.#damaged(id, dir, e)) return;
+      throw e;
+    }
     const sha = createHash('sha256').update(text).digest('hex');
     let offer: ReportOffer;
     try {
@@ -128,7 +139,13 @@ export class Shipper {
       for (const h of offer.missing) {
         const a = byHash.get(h);
         if (a === undefined) throw new ControllerError(`the controller asks for ${h}, which report ${id} does not have`, undefined, false);
-        const data = await readFile(join(dir, a.file));
+        let data: Buffer;
+        try {
+          data = await readFile(join(dir, a.file));
+        } catch (e) {
+          if (await this.#damaged(id, dir, e)) return;
+          throw e;
+        }
         // Text compresses well; what is already dense goes as it is.
         const gz = a.mediaType !== 'application/octet-stream' && data.length > 1024 ? gzipSync(data) : undefined;
         try {
@@ -157,9 +174,24 @@ export class Shipper {
   /** A final refusal (not worth retrying) marks the bundle rejected; returns whether it was one. */
   async #refused(id: string, e: unknown): Promise<boolean> {
     if (!(e instanceof ControllerError) || e.retryable || e.status === undefined) return false;
-    await this.#o.spool.markRejected(id, e.message);
+    await this.#o.spool.markRejected(id, `${REFUSED} ${e.message}`);
     this.#o.metrics?.shipperFailures.inc({ reason: 'rejected' });
     this.#o.log({ level: 'error', msg: 'report rejected by the controller (not delivered)', report: id, error: e.message });
+    return true;
+  }
+
+  /**
+   * A bundle that can never be sent as it is (a file of it gone, a manifest that is not JSON) is
+   * marked rejected too: retried, it would hold back every bundle after it, and never be announced.
+   * Returns whether `e` was such damage (or the bundle was removed meanwhile, by the spool's quota).
+   */
+  async #damaged(id: string, dir: string, e: unknown): Promise<boolean> {
+    if (!(e instanceof SyntaxError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    if (!(await lstat(dir).then((st) => st.isDirectory(), () => false))) return true;
+    const why = String((e as Error).message);
+    await this.#o.spool.markRejected(id, `${DAMAGED} ${why}`);
+    this.#o.metrics?.shipperFailures.inc({ reason: 'damaged' });
+    this.#o.log({ level: 'error', msg: 'report bundle damaged (not delivered)', report: id, error: why });
     return true;
   }
 
@@ -188,7 +220,9 @@ export class Shipper {
     for (const e of await spool.entries()) {
       if (!e.rejected || sent.has(e.id)) continue;
       const why = await readFile(join(e.dir, '.rejected'), 'utf8').then((t) => (JSON.parse(t) as { reason?: string }).reason ?? 'rejected', () => 'rejected');
-      notices.push({ id: e.id, bytes: e.bytes, droppedAt: new Date().toISOString(), reason: `rejected by the controller: ${why}`.slice(0, 256) });
+      // Older marks hold the controller's message alone.
+      const reason = why.startsWith(REFUSED) || why.startsWith(DAMAGED) ? why : `${REFUSED} ${why}`;
+      notices.push({ id: e.id, bytes: e.bytes, droppedAt: new Date().toISOString(), reason: reason.slice(0, 256) });
     }
     for (let i = 0; i < notices.length && !signal.aborted; i += 100) {
       const batch = notices.slice(i, i + 100);

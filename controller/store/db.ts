@@ -133,16 +133,23 @@ export class PgDb implements Db {
   async tx<T>(fn: (db: Db) => Promise<T>): Promise<T> {
     if (this.client !== undefined) return fn(this);
     const client = await this.pool.connect();
+    // The pool stops listening to a client it hands out: a connection error between two statements
+    // (the server restarted) is emitted on the client, and unheard it kills the process.
+    let broken: Error | undefined;
+    const onError = (e: Error) => (broken ??= e);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const r = await fn(new PgDb(this.pool, client));
       await client.query('COMMIT');
       return r;
     } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      await client.query('ROLLBACK').catch((re: Error) => (broken ??= re));
       throw e;
     } finally {
-      client.release();
+      client.off('error', onError);
+      // A broken connection is closed, not handed out again.
+      client.release(broken);
     }
   }
 

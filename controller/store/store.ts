@@ -203,18 +203,24 @@ export class Store {
    */
   async offerReport(nodeId: number, m: ReportManifest, manifestText: string, manifestSha256: string): Promise<ReportRow> {
     return this.db.tx(async (tx) => {
-      const existing = await tx.get('SELECT key, manifest_sha256 FROM reports WHERE node_id = ? AND report_id = ?', [nodeId, m.id]);
-      if (existing !== undefined) {
+      const known = async () => {
+        const existing = await tx.get('SELECT key, manifest_sha256 FROM reports WHERE node_id = ? AND report_id = ?', [nodeId, m.id]);
+        if (existing === undefined) return undefined;
         if (str(existing['manifest_sha256']) !== manifestSha256) throw new ConflictError(`report ${m.id} was already sent with another manifest`);
         return (await this.#report(tx, num(existing['key']))) as ReportRow;
-      }
+      };
+      const before = await known();
+      if (before !== undefined) return before;
       const reason = typeof m.evidence['reason'] === 'string' ? m.evidence['reason'].slice(0, 2000) : '';
       const row = await tx.get(
         `INSERT INTO reports (node_id, report_id, app, verdict, reason, created_at, received_at, status, manifest, manifest_sha256, total_bytes)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING key`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (node_id, report_id) DO NOTHING RETURNING key`,
         [nodeId, m.id, m.app.name, m.verdict, reason, m.createdAt, now(), manifestText, manifestSha256, m.totalBytes],
       );
-      const key = num(row?.['key']);
+      // Nothing inserted: the same offer committed meanwhile (a retry racing its original on
+      // another instance; PostgreSQL made this insert wait for it). It is that report.
+      if (row === undefined) return (await known()) as ReportRow;
+      const key = num(row['key']);
       for (const step of m.steps) {
         for (const a of step.artifacts) {
           await tx.run('INSERT INTO report_artifacts (report_key, step, kind, file, name, media_type, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
@@ -300,8 +306,15 @@ export class Store {
       let storedAt = r.storedAt;
       if (r.status === 'pending') {
         storedAt = now();
-        await tx.run("UPDATE reports SET status = 'stored', stored_at = ? WHERE key = ?", [storedAt, key]);
-        await tx.run("INSERT INTO jobs (kind, report_key, node_id, app, state, run_after, created_at) VALUES ('analyze-report', ?, ?, ?, 'queued', ?, ?)", [key, r.nodeId, r.app, storedAt, storedAt]);
+        // Only the commit that changes the row queues the analysis. Two commits of one report at
+        // once (a retry racing its original on another instance) both read 'pending' on
+        // PostgreSQL; the second waits for the first's row lock, then updates nothing.
+        const changed = await tx.run("UPDATE reports SET status = 'stored', stored_at = ? WHERE key = ? AND status = 'pending'", [storedAt, key]);
+        if (changed === 1) {
+          await tx.run("INSERT INTO jobs (kind, report_key, node_id, app, state, run_after, created_at) VALUES ('analyze-report', ?, ?, ?, 'queued', ?, ?)", [key, r.nodeId, r.app, storedAt, storedAt]);
+        } else {
+          storedAt = (await this.#report(tx, key))?.storedAt ?? storedAt;
+        }
       }
       return {
         id: r.reportId,
