@@ -17,10 +17,11 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-/** The token in an `Authorization: Bearer ...` header (or a cookie value), if it has our shape. */
+/** The token in an `Authorization: Bearer ...` header, if it has our shape. */
 export function tokenOf(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
-  const m = /^Bearer ([A-Za-z0-9_-]{20,128})$/.exec(header.trim());
+  // The scheme is case-insensitive and followed by 1*SP (RFC 9110 sections 11.1 and 11.4).
+  const m = /^bearer +([A-Za-z0-9_-]{20,128})$/i.exec(header.trim());
   return m?.[1];
 }
 

@@ -6,7 +6,7 @@ import { isSafeName, manifestProblems, MANIFEST_SCHEMA_NAME, MANIFEST_SCHEMA_VER
 import { parseLogEntries } from '../logs.js';
 import type { Limits, RateLimiter } from '../limits.js';
 import { ConflictError, type Store } from '../store/store.js';
-import { caller, HttpError } from './http.js';
+import { authorize, HttpError, whoOf } from './http.js';
 
 /**
  * The node-facing half of the API (protocol/controller-api.ts): reports in three resumable steps,
@@ -31,12 +31,23 @@ function inflate(req: FastifyRequest, body: Buffer, max: number): Buffer {
   const enc = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
   if (enc === 'identity') return body;
   if (enc !== 'gzip') throw new HttpError(415, `Content-Encoding ${JSON.stringify(enc)}: only gzip or none`);
+  const tooLarge = () => new HttpError(413, `the body inflates to more than ${max} bytes`);
+  let out: Buffer;
   try {
-    return gunzipSync(body, { maxOutputLength: max });
+    // maxOutputLength must be at least 1 (0 is ERR_OUT_OF_RANGE): one byte more is let out, then refused below.
+    out = gunzipSync(body, { maxOutputLength: Math.max(1, max) });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw new HttpError(413, `the body inflates to more than ${max} bytes`);
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge();
     throw new HttpError(400, `not valid gzip: ${(e as Error).message}`);
   }
+  if (out.length > max) throw tooLarge();
+  return out;
+}
+
+/** An RFC 3339 time as `toISOString` writes it (UTC, milliseconds: such times compare as strings); one `Date` cannot read (a leap second) is kept as written. */
+function utcOf(t: string): string {
+  const ms = Date.parse(t);
+  return Number.isNaN(ms) ? t : new Date(ms).toISOString();
 }
 
 function jsonOf(body: Buffer, what: string): unknown {
@@ -49,15 +60,17 @@ function jsonOf(body: Buffer, what: string): unknown {
 
 export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
   const { store, limits } = d;
-  const node = async (req: FastifyRequest) => {
-    const who = await caller(store, d.limiter, req, { roles: ['node'] });
-    return who.nodeId as number;
-  };
+  // Every route checks the node token in onRequest, before its body is read.
+  const onRequest = authorize(store, d.limiter, { roles: ['node'] });
+  const node = (req: FastifyRequest) => whoOf(req).nodeId as number;
   const rawBody = { parseAs: 'buffer' as const };
 
   // Raw bodies for every route of this API (JSON is parsed here, with our own limits and messages).
-  app.addContentTypeParser('*', { ...rawBody, bodyLimit: limits.maxArtifactBytes }, (_req, body, done) => done(null, body));
-  app.addContentTypeParser('application/json', { ...rawBody, bodyLimit: limits.maxArtifactBytes }, (_req, body, done) => done(null, body));
+  // fastify's own application/json and text/plain parsers are replaced too: a text/plain body read
+  // as a string would break gzip and non-ASCII bytes, and be bounded by fastify's default 1 MiB.
+  for (const type of ['*', 'application/json', 'text/plain']) {
+    app.addContentTypeParser(type, { ...rawBody, bodyLimit: limits.maxArtifactBytes }, (_req, body, done) => done(null, body));
+  }
 
   const reportOf = async (nodeId: number, id: string) => {
     if (!isSafeName(id)) throw new HttpError(400, `report id ${JSON.stringify(id)}: letters, digits, . _ - (at most 128), no leading dot`);
@@ -66,8 +79,8 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     return r;
   };
 
-  app.post(paths.reports, { bodyLimit: limits.maxManifestBytes }, async (req, reply) => {
-    const nodeId = await node(req);
+  app.post(paths.reports, { bodyLimit: limits.maxManifestBytes, onRequest }, async (req, reply) => {
+    const nodeId = node(req);
     const text = (req.body as Buffer | undefined)?.toString('utf8') ?? '';
     const m = jsonOf(Buffer.from(text, 'utf8'), 'the manifest') as Partial<ReportManifest>;
     if (typeof m !== 'object' || m === null || m.schema !== MANIFEST_SCHEMA_NAME) throw new HttpError(400, `not a report manifest (schema must be ${JSON.stringify(MANIFEST_SCHEMA_NAME)})`);
@@ -90,7 +103,8 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     }
     let r;
     try {
-      r = await store.offerReport(nodeId, manifest, text, sha);
+      // The row's createdAt in UTC (the stored manifest keeps the node's text): since/until compare it as a string.
+      r = await store.offerReport(nodeId, { ...manifest, createdAt: utcOf(manifest.createdAt) }, text, sha);
     } catch (e) {
       if (e instanceof ConflictError) throw new HttpError(409, e.message);
       throw e;
@@ -103,8 +117,8 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     return reply.code(r.status === 'stored' ? 200 : 202).send(offer);
   });
 
-  app.put('/api/v1/reports/:id/artifacts/:sha256', async (req, reply) => {
-    const nodeId = await node(req);
+  app.put('/api/v1/reports/:id/artifacts/:sha256', { bodyLimit: limits.maxArtifactBytes, onRequest }, async (req, reply) => {
+    const nodeId = node(req);
     const { id, sha256 } = req.params as { id: string; sha256: string };
     if (!SHA256_RE.test(sha256)) throw new HttpError(400, `${JSON.stringify(sha256)} is not a SHA-256 (64 lowercase hex digits)`);
     const r = await reportOf(nodeId, id);
@@ -120,8 +134,8 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     return reply.code(201).send({ sha256, bytes: body.length, stored: true });
   });
 
-  app.post('/api/v1/reports/:id/commit', { bodyLimit: 1024 }, async (req, reply) => {
-    const nodeId = await node(req);
+  app.post('/api/v1/reports/:id/commit', { bodyLimit: 1024, onRequest }, async (req, reply) => {
+    const nodeId = node(req);
     const { id } = req.params as { id: string };
     const r = await reportOf(nodeId, id);
     try {
@@ -140,8 +154,8 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     }
   });
 
-  app.post(paths.events, { bodyLimit: limits.maxSmallBodyBytes }, async (req, reply) => {
-    const nodeId = await node(req);
+  app.post(paths.events, { bodyLimit: limits.maxSmallBodyBytes, onRequest }, async (req, reply) => {
+    const nodeId = node(req);
     const v = jsonOf((req.body as Buffer | undefined) ?? Buffer.alloc(0), 'the events');
     const problems = verdictEventProblems(v);
     if (problems.length > 0) throw new HttpError(400, `invalid events: ${problems[0]}`, { problems });
@@ -150,16 +164,16 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     return reply.send({ received: (v as unknown[]).length, stored });
   });
 
-  app.post(paths.dropped, { bodyLimit: limits.maxSmallBodyBytes }, async (req, reply) => {
-    const nodeId = await node(req);
+  app.post(paths.dropped, { bodyLimit: limits.maxSmallBodyBytes, onRequest }, async (req, reply) => {
+    const nodeId = node(req);
     const v = jsonOf((req.body as Buffer | undefined) ?? Buffer.alloc(0), 'the notices');
     const problems = droppedNoticeProblems(v);
     if (problems.length > 0) throw new HttpError(400, `invalid notices: ${problems[0]}`, { problems });
     return reply.send({ received: (v as unknown[]).length, stored: await store.addDropped(nodeId, v as DroppedNotice[]) });
   });
 
-  app.post(paths.logs, { bodyLimit: limits.maxLogBodyBytes }, async (req, reply) => {
-    const nodeId = await node(req);
+  app.post(paths.logs, { bodyLimit: limits.maxLogBodyBytes, onRequest }, async (req, reply) => {
+    const nodeId = node(req);
     const appName = (req.query as { app?: unknown }).app;
     if (typeof appName !== 'string' || appName.length === 0 || appName.length > 256 || [...appName].some((ch) => ch.charCodeAt(0) < 0x20)) {
       throw new HttpError(400, 'app: the query parameter ?app=NAME (1..256 printable characters) names whose logs these are');

@@ -1,10 +1,10 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { pack } from 'tar-stream';
 import { createGzip } from 'node:zlib';
 import { MANIFEST_FILE, VERDICTS } from '../../protocol/report-manifest.js';
 import type { RateLimiter } from '../limits.js';
 import type { ReportFilter, ReportRow, Store, TokenInfo } from '../store/store.js';
-import { caller, HttpError } from './http.js';
+import { authorize, HttpError, whoOf } from './http.js';
 
 /**
  * The read half of the API, for the dashboard and for scripts: the fleet, reports with filters, one
@@ -20,9 +20,18 @@ export interface ReadDeps {
 
 const ISO = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/;
 
+const FILTER_KEYS = ['node', 'app', 'verdict', 'since', 'until', 'before', 'limit'] as const;
+
+/** 400 when query parameter `k` was given more than once (the query parser makes that an array). */
+function once(q: Record<string, unknown>, k: string): void {
+  const v = q[k];
+  if (Array.isArray(v)) throw new HttpError(400, `${k}: give ${k} once (it was given ${v.length} times)`);
+}
+
 /** A report filter from query parameters; a bad value is a 400 naming it. */
 export function filterOf(q: Record<string, unknown>): ReportFilter {
   const f: ReportFilter = {};
+  for (const k of FILTER_KEYS) once(q, k);
   const text = (k: 'node' | 'app') => {
     const v = q[k];
     if (v === undefined || v === '') return;
@@ -80,34 +89,35 @@ export async function sendBundle(store: Store, r: ReportRow, reply: FastifyReply
 
 export function registerRead(app: FastifyInstance, d: ReadDeps): void {
   const { store } = d;
-  const who = (req: FastifyRequest) => caller(store, d.limiter, req, { roles: ['admin', 'node'], cookie: true });
-  const admin = (req: FastifyRequest) => caller(store, d.limiter, req, { roles: ['admin'], cookie: true });
+  // The caller is checked in onRequest, before any body is read; handlers take it with whoOf.
+  const anyone = { onRequest: authorize(store, d.limiter, { roles: ['admin', 'node'], cookie: true }) };
+  const admin = { onRequest: authorize(store, d.limiter, { roles: ['admin'], cookie: true }) };
   // Writes take the bearer token only: a session cookie never authorizes one (no cross-site request forgery).
-  const adminWrite = (req: FastifyRequest) => caller(store, d.limiter, req, { roles: ['admin'] });
+  const adminWrite = authorize(store, d.limiter, { roles: ['admin'] });
   const scope = (w: TokenInfo) => (w.role === 'node' ? (w.nodeId as number) : undefined);
 
-  app.get('/api/v1/fleet', async (req) => ({ apps: await store.fleet(scope(await who(req))) }));
+  app.get('/api/v1/fleet', anyone, async (req) => ({ apps: await store.fleet(scope(whoOf(req))) }));
 
-  app.get('/api/v1/reports', async (req) => {
-    const w = await who(req);
+  app.get('/api/v1/reports', anyone, async (req) => {
+    const w = whoOf(req);
     const f = filterOf(req.query as Record<string, unknown>);
     const nodeId = scope(w);
     return { reports: await store.listReports({ ...f, ...(nodeId !== undefined ? { nodeId } : {}) }) };
   });
 
-  app.get('/api/v1/reports/:key', async (req) => {
-    const w = await who(req);
+  app.get('/api/v1/reports/:key', anyone, async (req) => {
+    const w = whoOf(req);
     const r = await visibleReport(store, w, (req.params as { key: string }).key);
     return { report: r, manifest: await store.manifest(r.key), artifacts: await store.artifacts(r.key), findings: await store.findings(r.key) };
   });
 
-  app.get('/api/v1/reports/:key/findings', async (req) => {
-    const r = await visibleReport(store, await who(req), (req.params as { key: string }).key);
+  app.get('/api/v1/reports/:key/findings', anyone, async (req) => {
+    const r = await visibleReport(store, whoOf(req), (req.params as { key: string }).key);
     return { findings: await store.findings(r.key) };
   });
 
-  app.get('/api/v1/reports/:key/files/:file', async (req, reply) => {
-    const w = await who(req);
+  app.get('/api/v1/reports/:key/files/:file', anyone, async (req, reply) => {
+    const w = whoOf(req);
     const { key, file } = req.params as { key: string; file: string };
     const r = await visibleReport(store, w, key);
     const a = (await store.artifacts(r.key)).find((x) => x.file === file);
@@ -119,26 +129,23 @@ export function registerRead(app: FastifyInstance, d: ReadDeps): void {
     return reply.send(data);
   });
 
-  app.get('/api/v1/reports/:key/bundle.tar.gz', async (req, reply) => sendBundle(store, await visibleReport(store, await who(req), (req.params as { key: string }).key), reply));
+  app.get('/api/v1/reports/:key/bundle.tar.gz', anyone, async (req, reply) => sendBundle(store, await visibleReport(store, whoOf(req), (req.params as { key: string }).key), reply));
 
-  app.get('/api/v1/apps/:node/:app', async (req) => {
-    const w = await who(req);
+  app.get('/api/v1/apps/:node/:app', anyone, async (req) => {
+    const w = whoOf(req);
     const { node, app: name } = req.params as { node: string; app: string };
     const nodeId = await store.nodeId(node, false);
     if (nodeId === undefined || (w.role === 'node' && nodeId !== w.nodeId)) throw new HttpError(404, `no node ${JSON.stringify(node)}`);
     return { node, app: name, findings: await store.appFindings(nodeId, name), logs: (await store.logs(nodeId, name, 200)).length };
   });
 
-  app.get('/api/v1/dropped', async (req) => ({ dropped: await store.dropped(scope(await who(req))) }));
+  app.get('/api/v1/dropped', anyone, async (req) => ({ dropped: await store.dropped(scope(whoOf(req))) }));
 
-  app.get('/api/v1/status', async (req) => {
-    await admin(req);
-    return { reports: await store.countReports(), jobs: await store.jobCounts() };
-  });
+  app.get('/api/v1/status', admin, async () => ({ reports: await store.countReports(), jobs: await store.jobCounts() }));
 
-  app.post('/api/v1/reanalyze', { bodyLimit: 16 * 1024 }, async (req) => {
-    await adminWrite(req);
+  app.post('/api/v1/reanalyze', { bodyLimit: 16 * 1024, onRequest: adminWrite }, async (req) => {
     const q = { ...(req.query as Record<string, unknown>) };
+    once(q, 'logs');
     const logs = q['logs'] === 'true' || q['logs'] === '1';
     delete q['logs'];
     const queued = await store.enqueueReanalysis(filterOf(q), logs);

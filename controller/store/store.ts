@@ -581,27 +581,37 @@ export class Store {
     return Object.fromEntries(rows.map((r) => [str(r['state']), num(r['n'])]));
   }
 
-  /** Queues an analysis of every stored report matching `f` (and of every app's logs with `logs`). */
+  /**
+   * Queues an analysis of the stored reports matching `f` (newest first, at most `f.limit` of them,
+   * all without a limit) and, with `logs`, of every app with log lines; a report or app whose
+   * analysis is queued already is skipped. Returns how many jobs were queued.
+   */
   async enqueueReanalysis(f: ReportFilter, logs = false): Promise<number> {
     const t = now();
     let n = 0;
-    let before: number | undefined;
-    for (;;) {
-      const page = await this.listReports({ ...f, limit: 500, ...(before !== undefined ? { before } : {}) });
+    let left = f.limit ?? Infinity;
+    let before = f.before;
+    while (left > 0) {
+      const page = await this.listReports({ ...f, limit: Math.min(500, left), ...(before !== undefined ? { before } : {}) });
       if (page.length === 0) break;
       await this.db.tx(async (tx) => {
         for (const r of page) {
+          if ((await tx.get("SELECT 1 AS x FROM jobs WHERE kind = 'analyze-report' AND state = 'queued' AND report_key = ?", [r.key])) !== undefined) continue;
           await tx.run("INSERT INTO jobs (kind, report_key, node_id, app, state, run_after, created_at) VALUES ('analyze-report', ?, ?, ?, 'queued', ?, ?)", [r.key, r.nodeId, r.app, t, t]);
+          n++;
         }
       });
-      n += page.length;
+      left -= page.length;
       before = page[page.length - 1]?.key;
     }
     if (logs) {
       const apps = await this.db.all('SELECT DISTINCT node_id, app FROM app_logs');
       for (const a of apps) {
-        await this.db.run("INSERT INTO jobs (kind, node_id, app, state, run_after, created_at) VALUES ('analyze-logs', ?, ?, 'queued', ?, ?)", [num(a['node_id']), str(a['app']), t, t]);
-        n++;
+        const [nodeId, app] = [num(a['node_id']), str(a['app'])];
+        n += await this.db.tx(async (tx) => {
+          if ((await tx.get("SELECT 1 AS x FROM jobs WHERE kind = 'analyze-logs' AND state = 'queued' AND node_id = ? AND app = ?", [nodeId, app])) !== undefined) return 0;
+          return tx.run("INSERT INTO jobs (kind, node_id, app, state, run_after, created_at) VALUES ('analyze-logs', ?, ?, 'queued', ?, ?)", [nodeId, app, t, t]);
+        });
       }
     }
     return n;

@@ -1,8 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { hashToken, newToken } from '../../controller/auth.js';
 import { Spool } from '../../monitor/report/spool.js';
 import type { ReportAck, ReportOffer } from '../../protocol/controller-api.js';
 import type { ReportManifest } from '../../protocol/report-manifest.js';
@@ -293,5 +295,212 @@ describe('reading', () => {
     const bad = await call('GET', '/api/v1/reports?verdict=melted', c.admin);
     expect(bad.status).toBe(400);
     expect(String(bad.body.error)).toMatch(/verdict: one of/);
+  });
+});
+
+/** Sends a request's headers and the start of a body it never finishes; resolves with the answer, if one comes before the body does. */
+function answerBeforeBody(url: string, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; body: Record<string, unknown>; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}${path}`, { method, headers: { 'content-type': 'application/octet-stream', 'content-length': String(16 * 1024 * 1024), ...headers } });
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`${method} ${path}: no answer within 3 s while the body was unfinished (the server waited for it)`));
+    }, 3000);
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown>, headers: res.headers });
+      });
+    });
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.write(Buffer.alloc(64 * 1024));
+  });
+}
+
+describe('hardening', () => {
+  test('a malformed session cookie is no cookie: 401 from the API, the login page from the dashboard', async () => {
+    const bad = { cookie: 'eve_diag_admin=%E0%A4%A' };
+    const r = await call('GET', '/api/v1/fleet', undefined, undefined, bad);
+    expect(r.status).toBe(401);
+    expect(r.headers.get('www-authenticate')).toBe('Bearer');
+    expect((await call('GET', '/api/v1/reports', undefined, undefined, bad)).status).toBe(401);
+    const page = await fetch(`${c.url}/`, { headers: bad, redirect: 'manual' });
+    expect(page.status).toBe(303);
+    expect(page.headers.get('location')).toBe('/login');
+  });
+
+  test('the scheme word Bearer is case-insensitive (RFC 9110 section 11.1)', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'Bearer ']) {
+      expect((await call('GET', '/api/v1/fleet', undefined, undefined, { authorization: `${scheme} ${c.admin}` })).status, scheme).toBe(200);
+    }
+    expect((await call('GET', '/api/v1/fleet', undefined, undefined, { authorization: `Basic ${c.admin}` })).status).toBe(401);
+  });
+
+  test('text/plain bodies are raw bytes too: gzip logs, a non-ASCII artifact, an artifact over 1 MiB', async () => {
+    const node = await c.nodeToken('n-text');
+    const line = '{"severity":"INFO","source":"s","content":"gzip as text/plain","msgid":"1","timestamp":"2026-12-01T10:00:00Z"}\n';
+    const logs = await call('POST', '/api/v1/logs?app=vm1', node, gzipSync(line), { 'content-type': 'text/plain', 'content-encoding': 'gzip' });
+    expect(logs.status, JSON.stringify(logs.body)).toBe(200);
+    expect(logs.body).toMatchObject({ stored: 1 });
+    for (const [name, text] of [
+      ['non-ASCII', 'ünïcödé console ✓\n'],
+      ['over 1 MiB', `${'x'.repeat(1023)}\n`.repeat(1536)],
+    ] as const) {
+      const b = await bundle(`text-${name.replace(/\W/g, '')}`, text);
+      const h = b.manifest.steps[0]?.artifacts[0]?.sha256 as string;
+      const offer = (await call('POST', '/api/v1/reports', node, b.text)).body as unknown as ReportOffer;
+      expect(offer.missing).toContain(h);
+      const put = await call('PUT', `/api/v1/reports/${b.manifest.id}/artifacts/${h}`, node, b.files.get(h), { 'content-type': 'text/plain; charset=utf-8' });
+      expect(put.status, `${name}: ${JSON.stringify(put.body)}`).toBe(201);
+      expect(put.body).toMatchObject({ bytes: Buffer.byteLength(text) });
+    }
+  });
+
+  test('a gzipped zero-byte artifact is accepted; one that inflates to a byte is not', async () => {
+    const node = await c.nodeToken('n-empty');
+    const b = await bundle('empty', '');
+    const h = b.manifest.steps[0]?.artifacts[0]?.sha256 as string;
+    expect(b.files.get(h)?.length).toBe(0);
+    const offer = (await call('POST', '/api/v1/reports', node, b.text)).body as unknown as ReportOffer;
+    expect(offer.missing).toContain(h);
+    const gz = { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' };
+    const put = await call('PUT', `/api/v1/reports/${b.manifest.id}/artifacts/${h}`, node, gzipSync(Buffer.alloc(0)), gz);
+    expect(put.status, JSON.stringify(put.body)).toBe(201);
+    expect(put.body).toMatchObject({ sha256: h, bytes: 0 });
+    const one = await call('PUT', `/api/v1/reports/${b.manifest.id}/artifacts/${h}`, node, gzipSync('x'), gz);
+    expect(one.status).toBe(413);
+    expect(String(one.body.error)).toMatch(/inflates to more than 0 bytes/);
+  });
+
+  test('since and until compare times, whatever offset or precision the manifest wrote', async () => {
+    const node = await c.nodeToken('n-tz');
+    for (const [app, createdAt] of [
+      ['tz-offset', '2026-12-01T10:00:00+02:00'], // 08:00Z
+      ['tz-nofrac', '2026-12-01T08:00:00Z'],
+    ] as const) {
+      const b = await bundle(app);
+      await upload(node, { ...b, text: JSON.stringify({ ...b.manifest, createdAt }) });
+    }
+    const count = async (q: string) => {
+      const r = await call('GET', `/api/v1/reports?${q}`, c.admin);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return (r.body.reports as unknown[]).length;
+    };
+    for (const app of ['tz-offset', 'tz-nofrac']) {
+      expect(await count(`app=${app}&since=2026-12-01T08:00:00Z`), app).toBe(1);
+      expect(await count(`app=${app}&since=2026-12-01T08:00:00.500Z`), app).toBe(0);
+      expect(await count(`app=${app}&since=2026-12-01T09:00:00Z`), app).toBe(0);
+      expect(await count(`app=${app}&until=2026-12-01T09:00:00%2B01:00`), app).toBe(0);
+      expect(await count(`app=${app}&until=2026-12-01T08:00:00.500Z`), app).toBe(1);
+      expect(await count(`app=${app}&until=2026-12-01T09:00:00Z`), app).toBe(1);
+    }
+  });
+
+  test('a filter given twice is a 400 saying so', async () => {
+    for (const q of ['node=a&node=b', 'app=a&app=b', 'verdict=unknown&verdict=unknown', 'since=2026-12-01&since=2026-12-02', 'limit=1&limit=2']) {
+      const k = q.split('=')[0] as string;
+      for (const [method, path] of [
+        ['GET', '/api/v1/reports'],
+        ['POST', '/api/v1/reanalyze'],
+      ] as const) {
+        const r = await call(method, `${path}?${q}`, c.admin);
+        expect(r.status, `${method} ${q}`).toBe(400);
+        expect(String(r.body.error)).toMatch(new RegExp(`give ${k} once`));
+      }
+    }
+    const logs = await call('POST', '/api/v1/reanalyze?logs=true&logs=false', c.admin);
+    expect(logs.status).toBe(400);
+    expect(String(logs.body.error)).toMatch(/give logs once/);
+  });
+
+  test('reanalyze honours limit, and a report or app whose analysis is queued gets no second job', async () => {
+    const quiet = await startController({ worker: false, limits: { maxRequestsPerSecond: 1000 } });
+    try {
+      const node = await quiet.nodeToken('n-re');
+      const keys: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const b = await bundle('re');
+        const offer = (await (await fetch(`${quiet.url}/api/v1/reports`, { method: 'POST', headers: { authorization: `Bearer ${node}` }, body: b.text })).json()) as ReportOffer;
+        for (const h of offer.missing) {
+          await fetch(`${quiet.url}/api/v1/reports/${b.manifest.id}/artifacts/${h}`, { method: 'PUT', headers: { authorization: `Bearer ${node}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(b.files.get(h) as Buffer) });
+        }
+        keys.push(((await (await fetch(`${quiet.url}/api/v1/reports/${b.manifest.id}/commit`, { method: 'POST', headers: { authorization: `Bearer ${node}` } })).json()) as ReportAck).key);
+      }
+      const logLine = '{"content":"x","timestamp":"2026-12-01T10:00:00Z"}\n';
+      expect((await fetch(`${quiet.url}/api/v1/logs?app=re`, { method: 'POST', headers: { authorization: `Bearer ${node}` }, body: logLine })).status).toBe(200);
+      const reanalyze = async (q: string) => {
+        const r = await fetch(`${quiet.url}/api/v1/reanalyze?${q}`, { method: 'POST', headers: { authorization: `Bearer ${quiet.admin}` } });
+        expect(r.status).toBe(200);
+        return ((await r.json()) as { queued: number }).queued;
+      };
+      const jobs = async () => (await quiet.store.db.all("SELECT report_key, kind FROM jobs WHERE state = 'queued' ORDER BY key")).map((j) => (j['kind'] === 'analyze-logs' ? 'logs' : Number(j['report_key'])));
+      // The commits and the log lines queued one job each: nothing more to queue.
+      expect(await jobs()).toEqual([...keys, 'logs']);
+      expect(await reanalyze('app=re&logs=true')).toBe(0);
+      expect(await jobs()).toEqual([...keys, 'logs']);
+      // Once analyzed, they are queued again, at most `limit` of them (the newest first, as the list).
+      await quiet.store.db.run("UPDATE jobs SET state = 'done'");
+      expect(await reanalyze('app=re&limit=2')).toBe(2);
+      expect(await jobs()).toEqual([keys[2], keys[1]]);
+      expect(await reanalyze(`app=re&limit=1&before=${keys[1]}`)).toBe(1);
+      expect(await reanalyze('app=re&logs=1')).toBe(1);
+      expect(await jobs()).toEqual([keys[2], keys[1], keys[0], 'logs']);
+    } finally {
+      await quiet.close();
+    }
+  });
+
+  test('the token and the rate limit are checked before the body is read', async () => {
+    const small = await startController({ limits: { maxRequestsPerSecond: 1 } });
+    try {
+      const node = await small.nodeToken('n-early');
+      const put = `/api/v1/reports/r1/artifacts/${'a'.repeat(64)}`;
+      for (const [what, headers] of [
+        ['no token', {}],
+        ['a wrong token', { authorization: 'Bearer edt_notarealtokenatallnotarealtoken' }],
+      ] as const) {
+        for (const path of [put, '/api/v1/reports', '/api/v1/logs?app=x', '/api/v1/reanalyze']) {
+          const r = await answerBeforeBody(small.url, path === put ? 'PUT' : 'POST', path, headers);
+          expect(r.status, `${what} ${path}`).toBe(401);
+          expect(r.headers['www-authenticate']).toBe('Bearer');
+          expect(String(r.body.error)).toMatch(/a valid bearer token is required/);
+        }
+      }
+      const wrongRole = await answerBeforeBody(small.url, 'PUT', put, { authorization: `Bearer ${small.admin}` });
+      expect(wrongRole.status).toBe(403);
+      expect(String(wrongRole.body.error)).toMatch(/this needs a node token/);
+      // A burst of 4 at 1 per second, then 429: for a request whose body has not come either.
+      const statuses: number[] = [];
+      for (let i = 0; i < 4; i++) statuses.push((await fetch(`${small.url}/api/v1/fleet`, { headers: { authorization: `Bearer ${node}` } })).status);
+      expect(statuses).toEqual([200, 200, 200, 200]);
+      const over = await answerBeforeBody(small.url, 'PUT', put, { authorization: `Bearer ${node}` });
+      expect(over.status).toBe(429);
+      expect(Number(over.headers['retry-after'])).toBeGreaterThan(0);
+    } finally {
+      await small.close();
+    }
+  });
+
+  test('the rate limit is per token: two tokens of one node with one label do not share it', async () => {
+    const small = await startController({ limits: { maxRequestsPerSecond: 1 } });
+    try {
+      const nodeId = (await small.store.nodeId('n-two')) as number;
+      const [t1, t2] = [newToken(), newToken()];
+      for (const t of [t1, t2]) await small.store.addToken(hashToken(t), 'node', nodeId, '');
+      const fleet = async (t: string) => (await fetch(`${small.url}/api/v1/fleet`, { headers: { authorization: `Bearer ${t}` } })).status;
+      const first: number[] = [];
+      for (let i = 0; i < 5; i++) first.push(await fleet(t1));
+      expect(first).toEqual([200, 200, 200, 200, 429]);
+      expect(await fleet(t2)).toBe(200);
+    } finally {
+      await small.close();
+    }
   });
 });
