@@ -253,7 +253,11 @@ async function main(argv: readonly string[]): Promise<number> {
     const [row] = await store.listReports({ limit: 1 });
     if (row === undefined) throw new Error('the controller has no report after delivery');
     const analyzedBy = performance.now() + 30_000;
-    while (((await store.jobCounts())['queued'] ?? 0) + ((await store.jobCounts())['running'] ?? 0) > 0 && performance.now() < analyzedBy) await sleep(100);
+    const pendingJobs = async () => {
+      const n = await (store as Store).jobCounts();
+      return (n['queued'] ?? 0) + (n['running'] ?? 0);
+    };
+    while ((await pendingJobs()) > 0 && performance.now() < analyzedBy) await sleep(100);
     const findings = await store.findings(row.key);
     console.log('');
     console.log(`findings of the analyzers (${findings.length}):`);
