@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { DiagLayout } from '../acpi/diag/layout.js';
 import { EVE_DOM_RE, EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
-import { loadLayout, MEMORY_PATHS, SessionInputError, type MemoryPath } from '../host-reader/session.js';
+import { DEFAULT_MEMORY_PATH, loadLayout, MEMORY_PATHS, SessionInputError, type MemoryPath } from '../host-reader/session.js';
 import { UsageError } from './usage-error.js';
 
 /** Options shared by every command that names a VM. */
@@ -18,7 +18,12 @@ export function addTargetOptions(c: Command): Command {
     .option('--qmp <socket>', "the VM's QMP unix socket")
     .option('--eve-dom <name>', `an EVE VM: uses ${EVE_KVM_DIR}/<name>/qmp`)
     .requiredOption('--layout <file.json>', 'the layout written by `eve-diag ssdt build`')
-    .option('--memory <path>', `how to read guest memory: ${MEMORY_PATHS.join(', ')}`, 'pmemsave')
+    .option(
+      '--memory <path>',
+      `how to read guest memory: ${MEMORY_PATHS.join(', ')}; auto = procmem (/proc/<qemu pid>/mem: needs ptrace rights over QEMU, ` +
+        'the pid from EVE\'s pidfile or the QMP socket\'s owner) where allowed, else pmemsave',
+      DEFAULT_MEMORY_PATH,
+    )
     .option('--mem-path <file>', 'with --memory file: the memory-backend-file mem-path of the VM');
 }
 

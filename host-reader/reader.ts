@@ -1,6 +1,6 @@
 import type { DiagLayout } from '../acpi/diag/layout.js';
 import type { GuestMemory } from './memory/guest-memory.js';
-import type { QmpClient } from './qmp/index.js';
+import type { QmpClient, QmpEventListener, QmpStatus } from './qmp/index.js';
 import { assessHeartbeat, type AssessOptions, type AssessState, type HeartbeatReport } from './region/assess.js';
 import { decodeRegion, type DecodedRegion } from './region/decode.js';
 import { discoverTable, parseMtreeLowRam, verifyAt, type Discovery } from './region/discover.js';
@@ -47,11 +47,20 @@ export class RegionReader {
     return this.#address;
   }
 
+  /** Forget the address (a RESET): the next read scans again, and a memory that translates addresses (procmem) re-translates first. */
   invalidate(): void {
     this.#address = undefined;
+    this.#retranslate = true;
   }
 
+  #retranslate = false;
+
   async locate(signal?: AbortSignal): Promise<Discovery> {
+    if (this.#retranslate) {
+      this.#retranslate = false;
+      const m = this.memory as GuestMemory & { reopen?: (signal?: AbortSignal) => Promise<void> };
+      if (typeof m.reopen === 'function') await m.reopen(signal);
+    }
     const ram = parseMtreeLowRam(await this.qmp.hmp('info mtree -f', { signal }));
     const d = await discoverTable(this.memory, this.layout, { lowRamTop: ram.lowRamTop, ranges: ram.lowRanges, signal });
     this.#address = d.address;
@@ -80,30 +89,81 @@ export interface Poll {
   error?: Error;
 }
 
+/** Events that change or tell QEMU's run state: the next poll asks `query-status` after one. */
+export const RUN_STATE_EVENTS = ['STOP', 'RESUME', 'RESET', 'SHUTDOWN', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED'] as const;
+
+/** With no run-state event for this long, the poller asks `query-status` again. */
+export const STATUS_REFRESH_MS = 10_000;
+
+export interface HeartbeatPollerOptions {
+  /** Ask `query-status` when no event came for this long; default STATUS_REFRESH_MS. */
+  statusRefreshMs?: number;
+}
+
 /**
- * One heartbeat poll: QEMU's run state (`query-status`), the region, the assessment. A paused VM is
- * reported as paused, never as hung; a RESET event since the last poll forces a rescan and a new
- * baseline.
+ * One heartbeat poll: QEMU's run state, the region, the assessment. A paused VM is reported as paused,
+ * never as hung; a RESET event since the last poll forces a rescan and a new baseline.
+ *
+ * The run state follows QMP events: `query-status` is asked at the first poll, at the poll after any
+ * run-state event (STOP, RESUME, RESET, SHUTDOWN...; the event says that it changed, the query says
+ * to what: `paused`, `debug`, `guest-panicked`...), and when no event was seen for
+ * `statusRefreshMs` (10 s: a lost event or a QEMU that stopped answering is noticed within that). In
+ * between a poll makes no QMP round trip of its own, so over `procmem` a steady poll costs QEMU
+ * nothing. A lost QMP connection makes the next poll ask (and fail).
  */
 export class HeartbeatPoller {
   #state: AssessState | undefined;
   #resetSeen = false;
   #unsubscribe: () => void;
+  #events: QmpEventListener;
+  #status: QmpStatus | undefined;
+  #statusAt = 0;
+  readonly #refreshMs: number;
+  #statusQueries = 0;
+  /** A run-state event was taken and no query-status answered since. */
+  #changed = false;
 
   constructor(
     private readonly qmp: QmpClient,
     readonly reader: RegionReader,
     private readonly options: AssessOptions = {},
     private readonly now: () => number = () => performance.now(),
+    pollerOptions: HeartbeatPollerOptions = {},
   ) {
+    this.#refreshMs = pollerOptions.statusRefreshMs ?? STATUS_REFRESH_MS;
+    if (!(this.#refreshMs >= 0)) throw new RangeError(`statusRefreshMs: >= 0 (got ${String(this.#refreshMs)})`);
     this.#unsubscribe = qmp.on('RESET', () => {
       this.#resetSeen = true;
       reader.invalidate();
     });
+    this.#events = qmp.events(RUN_STATE_EVENTS, { maxQueue: 64 });
+  }
+
+  /** `query-status` calls made so far (tests, benchmarks). */
+  get statusQueries(): number {
+    return this.#statusQueries;
+  }
+
+  async #runState(signal?: AbortSignal): Promise<QmpStatus> {
+    // Queued events are taken synchronously: get() resolves at once while the queue is not empty.
+    while (this.#events.queued > 0) {
+      await this.#events.get();
+      this.#changed = true;
+    }
+    const stale = this.now() - this.#statusAt >= this.#refreshMs;
+    if (this.#status === undefined || this.#changed || stale || this.#events.ended) {
+      this.#statusQueries++;
+      const status = await this.qmp.queryStatus({ signal });
+      // An event that arrived while the query was out is for the next poll (it stays queued).
+      this.#changed = false;
+      this.#status = status;
+      this.#statusAt = this.now();
+    }
+    return this.#status;
   }
 
   async poll(signal?: AbortSignal): Promise<Poll> {
-    const status = await this.qmp.queryStatus({ signal });
+    const status = await this.#runState(signal);
     const vm = { running: status.running, status: status.status };
     let snapshot: Snapshot | undefined;
     let error: Error | undefined;
@@ -135,5 +195,6 @@ export class HeartbeatPoller {
 
   close(): void {
     this.#unsubscribe();
+    this.#events.close();
   }
 }

@@ -4,6 +4,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
 import monitorConfigSchema from '../docs/monitor-config.schema.json' with { type: 'json' };
 import { EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
+import type { MemoryPath } from '../host-reader/session.js';
 import type { ProbeSpec } from './probes/index.js';
 import { DEFAULT_MAX_BUNDLE_BYTES } from './report/bundle.js';
 import { SPOOL_QUOTA_DEFAULT } from './report/spool.js';
@@ -513,6 +514,12 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
     case 'kernel-heartbeat':
     case 'agent-heartbeat': {
       if (p.memory === 'file' && p.memPath === undefined) problem(ctx, at('memory'), 'memory "file" needs params.memPath (the memory-backend-file mem-path)');
+      for (const k of ['pid', 'pidFile'] as const) {
+        if (p[k] !== undefined && p.memory !== undefined && p.memory !== 'auto' && p.memory !== 'procmem') {
+          problem(ctx, at(k), `only read with memory "procmem" or "auto" (memory is ${JSON.stringify(p.memory)})`);
+        }
+      }
+      if (p.pid !== undefined && p.pidFile !== undefined) problem(ctx, at('pidFile'), 'give pid or pidFile, not both');
       const late = p.lateAfterPeriods as number | undefined;
       const stall = p.stallAfterPeriods as number | undefined;
       if ((stall ?? 3) <= (late ?? 1.5)) problem(ctx, at(stall !== undefined ? 'stallAfterPeriods' : 'lateAfterPeriods'), `stallAfterPeriods (${stall ?? 3}) must exceed lateAfterPeriods (${late ?? 1.5})`);
@@ -525,8 +532,10 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
       return {
         type: raw.type,
         params: defined({
-          memory: p.memory as 'pmemsave' | 'xp' | 'file' | undefined,
+          memory: p.memory as MemoryPath | undefined,
           memPath: path(p.memPath),
+          pid: p.pid as number | undefined,
+          pidFile: path(p.pidFile),
           failOn: p.failOn as 'late' | 'stalled' | undefined,
           assess: Object.keys(assess).length > 0 ? assess : undefined,
         }),

@@ -1,13 +1,9 @@
 import type { DiagLayout } from '../../acpi/diag/layout.js';
-import { FileBackedMemory } from '../../host-reader/memory/file-backed.js';
 import type { GuestMemory } from '../../host-reader/memory/guest-memory.js';
-import { PmemsaveMemory } from '../../host-reader/memory/pmemsave.js';
-import { XpMemory } from '../../host-reader/memory/xp.js';
 import { QmpError, type QmpClient } from '../../host-reader/qmp/index.js';
 import { HeartbeatPoller, RegionReader } from '../../host-reader/reader.js';
 import type { AssessOptions, HeartbeatReport, HeartbeatStatus, SignalReport } from '../../host-reader/region/assess.js';
-import { parseMtreeLowRam } from '../../host-reader/region/discover.js';
-import { loadLayout, type MemoryPath } from '../../host-reader/session.js';
+import { DEFAULT_MEMORY_PATH, loadLayout, openGuestMemory, ProcmemUnavailableError, type MemoryChoice, type MemoryPath } from '../../host-reader/session.js';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
 import { deadline, deadlineResult, errnoCode, errorText, failure, raceSignal, unknown } from './common.js';
 import type { QmpLink, QmpLinks } from './qmp-link.js';
@@ -32,10 +28,17 @@ import type { QmpLink, QmpLinks } from './qmp-link.js';
  */
 
 export interface HeartbeatParams {
-  /** How guest memory is read. Default `pmemsave`. */
+  /**
+   * How guest memory is read. Default `auto`: `procmem` (`/proc/<qemu pid>/mem`, no QMP round trip per
+   * poll) where the monitor may read QEMU's memory, else `pmemsave`; the evidence says which and why.
+   */
   memory?: MemoryPath;
   /** mem-path of the memory-backend-file, for `memory: 'file'`. */
   memPath?: string;
+  /** procmem/auto: QEMU's pid (else `pidFile`, EVE's pidfile, or the QMP socket's owner). */
+  pid?: number;
+  /** procmem/auto: a file holding QEMU's pid (`-pidfile`). */
+  pidFile?: string;
   /** Which status is a failure. Default `stalled` (`late` is then unknown). */
   failOn?: 'late' | 'stalled';
   assess?: AssessOptions;
@@ -50,6 +53,8 @@ interface Session {
   memory: GuestMemory;
   reader: RegionReader;
   poller: HeartbeatPoller;
+  /** The memory path in use and why (`auto`'s choice). */
+  memoryChoice: MemoryChoice;
   /** A background table discovery in progress. */
   locating?: Promise<void>;
   locatingSince?: number;
@@ -87,6 +92,7 @@ export class HeartbeatProbe implements Probe {
     const base = { signal: this.signal, qmp: target.qmp };
     try {
       const session = await this.#open(target.qmp, target.layout, layout, d.signal);
+      Object.assign(base, { memory: session.memoryChoice.path, memoryNote: session.memoryChoice.note });
       if (session.reader.address === undefined) {
         // The first scan of low RAM may outlast a short timeout: it runs in the background, and a
         // run that ends while it goes on cannot tell yet (QEMU answers: the scan is making reads).
@@ -113,6 +119,8 @@ export class HeartbeatProbe implements Probe {
     } catch (e) {
       if (d.signal.aborted) return deadlineResult(d, opts.timeoutMs, `${this.signal} heartbeat`, base);
       await this.#drop();
+      // memory: procmem asked for and not possible here: a configuration problem, not a dead VM.
+      if (e instanceof ProcmemUnavailableError) return unknown(`${this.signal} heartbeat: ${e.message}`, { ...base, readError: e.message });
       const code = errnoCode(e);
       return failure(`QMP ${target.qmp}: ${errorText(e)}`, { ...base, qmpError: errorText(e), ...(code ? { errno: code } : {}) });
     } finally {
@@ -170,10 +178,10 @@ export class HeartbeatProbe implements Probe {
     const s = this.#session;
     if (s !== undefined && s.generation === link.generation && s.client === client && s.key === key) return s;
     await this.#drop();
-    const memory = await this.#memory(client, qmpPath, signal);
+    const { memory, choice } = await this.#memory(client, qmpPath, signal);
     const reader = new RegionReader(client, memory, layout, this.now);
     const poller = new HeartbeatPoller(client, reader, this.params.assess ?? {}, this.now);
-    const session: Session = { generation: link.generation, key, client, memory, reader, poller };
+    const session: Session = { generation: link.generation, key, client, memory, reader, poller, memoryChoice: choice };
     this.#session = session;
     return session;
   }
@@ -199,20 +207,17 @@ export class HeartbeatProbe implements Probe {
     return done;
   }
 
-  async #memory(client: QmpClient, label: string, signal: AbortSignal): Promise<GuestMemory> {
-    switch (this.params.memory ?? 'pmemsave') {
-      case 'pmemsave':
-        return PmemsaveMemory.open(client, { label });
-      case 'xp':
-        return new XpMemory(client, label);
-      case 'file': {
-        const ram = parseMtreeLowRam(await client.hmp('info mtree -f', { signal }));
-        return FileBackedMemory.open(
-          this.params.memPath as string,
-          ram.ranges.map((r) => ({ guestAddr: r.start, size: r.end - r.start, fileOffset: r.offset })),
-        );
-      }
-    }
+  /** The session's guest memory (host-reader/session.ts openGuestMemory: `auto` falls back to pmemsave, saying why). */
+  async #memory(client: QmpClient, label: string, signal: AbortSignal): Promise<{ memory: GuestMemory; choice: MemoryChoice }> {
+    const p = this.params;
+    return openGuestMemory(client, {
+      memory: p.memory ?? DEFAULT_MEMORY_PATH,
+      qmpPath: label,
+      signal,
+      ...(p.memPath !== undefined ? { memPath: p.memPath } : {}),
+      ...(p.pid !== undefined ? { pid: p.pid } : {}),
+      ...(p.pidFile !== undefined ? { pidFile: p.pidFile } : {}),
+    });
   }
 
   async #drop(): Promise<void> {

@@ -72,6 +72,10 @@ describe('HeartbeatPoller', () => {
     const poller = new HeartbeatPoller(qmp!, new RegionReader(qmp!, memory, layout), {}, () => t);
     await poller.poll();
     state.status = { running: false, status: 'paused' };
+    // The poller follows QMP events: QEMU sends STOP when it pauses (waitEvent: delivered to the poller too).
+    const stopped = qmp!.waitEvent('STOP');
+    server!.emitEvent('STOP');
+    await stopped;
     for (t = 1000; t <= 20_000; t += 1000) {
       const p = await poller.poll();
       expect(p.report.kernel.status).toBe('paused');

@@ -258,7 +258,7 @@ describe('parseConfig: errors name the file, the line and the field', () => {
       ['monitor.yaml:5: apps[0].scenarios[0].probe.params: is required'],
     ],
     ['an enum', 'apps:\n  - name: a\n    scenarios:\n      - name: s\n        probe: { type: kernel-heartbeat, params: { memory: dma } }\n', [
-      'monitor.yaml:5: apps[0].scenarios[0].probe.params.memory: must be one of "pmemsave", "xp", "file" (got "dma")',
+      'monitor.yaml:5: apps[0].scenarios[0].probe.params.memory: must be one of "auto", "procmem", "pmemsave", "xp", "file" (got "dma")',
     ]],
     ['a bad name', 'apps:\n  - name: "my app"\n', [`monitor.yaml:2: apps[0].name: must be letters, digits, '.', '_', ':', '-' (at most 128) (got "my app")`]],
     ['a bad listen address', 'metrics:\n  listen: 9464\n', ['monitor.yaml:2: metrics.listen: must be a string (got 9464)']],

@@ -7,6 +7,7 @@ import { buildDiagSsdt } from '../../../acpi/diag/ssdt.js';
 import { HeartbeatProbe, outcomeOf } from '../../../monitor/probes/heartbeat.js';
 import { QmpLinks } from '../../../monitor/probes/qmp-link.js';
 import { QmpStatusProbe } from '../../../monitor/probes/qmp-status.js';
+import { STATUS_REFRESH_MS } from '../../../host-reader/reader.js';
 import type { AppTarget, ProbeResult } from '../../../monitor/types.js';
 import { FakeQmpServer } from '../../helpers/fake-qmp-server.js';
 import { MS, simulateBeat } from '../../host-reader/region/sim.js';
@@ -71,7 +72,8 @@ async function setup(which: 'kernel' | 'agent' = 'kernel') {
   const links = new QmpLinks({ connectTimeoutMs: 1000 });
   cleanups.push(() => links.closeAll());
   let now = 0;
-  const probe = new HeartbeatProbe(which, links, {}, () => now);
+  // The fake answers pmemsave (`auto` would first try procmem: this test process owns the socket, and gpa2hva fails).
+  const probe = new HeartbeatProbe(which, links, { memory: 'pmemsave' }, () => now);
   cleanups.push(() => probe.close());
   const target: AppTarget = { name: 'vm', qmp: server.path, layout: layoutFile };
   const run = (t: AppTarget = target): Promise<ProbeResult> => probe.run(t, { timeoutMs: 2000, signal: new AbortController().signal });
@@ -177,9 +179,11 @@ describe('kernel-heartbeat', () => {
   }, 90_000);
 
   test('a QEMU that stops answering is a failure at the timeout', async () => {
-    const { server, probe, target, run } = await setup();
+    const { server, probe, target, run, advance } = await setup();
     await run();
     server.handle('query-status', { noReply: true });
+    // The run state follows QMP events; with none, query-status is asked again after STATUS_REFRESH_MS.
+    advance(STATUS_REFRESH_MS);
     const r = await probe.run(target, { timeoutMs: 150, signal: new AbortController().signal });
     expect(r.outcome).toBe('failure');
     expect(r.detail).toBe('kernel heartbeat: timed out after 150 ms');

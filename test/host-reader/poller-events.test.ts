@@ -1,0 +1,77 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, expect, test } from 'vitest';
+import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
+import { FakeGuestMemory } from '../../host-reader/memory/fake-memory.js';
+import { QmpClient, QmpError } from '../../host-reader/qmp/index.js';
+import { HeartbeatPoller, RegionReader, STATUS_REFRESH_MS } from '../../host-reader/reader.js';
+import { FakeQmpServer } from '../helpers/fake-qmp-server.js';
+
+/**
+ * HeartbeatPoller's run state follows QMP events: query-status at the first poll, after a run-state
+ * event, and when the events were silent for STATUS_REFRESH_MS; no QMP round trip otherwise.
+ */
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup() {
+  const mtree = await readFile(join(import.meta.dirname, 'region', 'fixtures', 'q35-512-seabios-booted.mtree-f.txt'), 'utf8');
+  const server = await FakeQmpServer.start();
+  cleanups.push(() => server.close());
+  const vm = { running: true, status: 'running' };
+  server.handle('query-status', () => ({ return: { ...vm } }));
+  server.handle('human-monitor-command', () => ({ return: mtree }));
+  const qmp = await QmpClient.connect(server.target);
+  cleanups.push(() => qmp.close());
+  const { aml, layout } = buildDiagSsdt({ nonce: 0xabcn, kernelPeriodMs: 1000 });
+  const memory = new FakeGuestMemory({ unmapped: 'zeros', limit: 0x2000_0000n });
+  memory.map(0x1ffe_2270n, aml.slice());
+  let t = 0;
+  const poller = new HeartbeatPoller(qmp, new RegionReader(qmp, memory, layout), {}, () => t);
+  cleanups.push(() => poller.close());
+  const statusCalls = () => server.received.filter((c) => c.execute === 'query-status').length;
+  return { server, qmp, vm, poller, statusCalls, at: (ms: number) => (t = ms) };
+}
+
+test('after the first poll, polls make no QMP round trip until an event or the refresh', async () => {
+  const { server, qmp, vm, poller, statusCalls, at } = await setup();
+  await poller.poll();
+  expect(statusCalls()).toBe(1);
+  const before = server.received.length;
+  for (let i = 1; i <= 5; i++) {
+    at(i * 1000);
+    await poller.poll();
+  }
+  expect(server.received.length).toBe(before); // nothing at all: the table is cached, the state too
+  expect(poller.statusQueries).toBe(1);
+
+  vm.running = false;
+  vm.status = 'paused';
+  const stopped = qmp.waitEvent('STOP');
+  server.emitEvent('STOP');
+  await stopped;
+  at(6000);
+  expect((await poller.poll()).report.vm).toEqual({ running: false, status: 'paused' });
+  expect(statusCalls()).toBe(2);
+  at(7000);
+  await poller.poll();
+  expect(statusCalls()).toBe(2);
+
+  // No event for STATUS_REFRESH_MS: asked again (a lost event is noticed).
+  vm.running = true;
+  vm.status = 'running';
+  at(6000 + STATUS_REFRESH_MS);
+  expect((await poller.poll()).report.vm.running).toBe(true);
+  expect(statusCalls()).toBe(3);
+});
+
+test('a lost QMP connection makes the next poll ask, and fail with a QmpError', async () => {
+  const { server, qmp, poller } = await setup();
+  await poller.poll();
+  server.dropClient();
+  await qmp.closed.catch(() => undefined);
+  await expect(poller.poll()).rejects.toBeInstanceOf(QmpError);
+});
