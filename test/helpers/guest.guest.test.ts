@@ -140,6 +140,12 @@ describe('removeInjectedPrintk', () => {
     const dmesg = `${msg('a')}${msg('b')}x [ 1.5] y\r\n`;
     expect(removeInjectedPrintk(dmesg)).toBe(dmesg);
   });
+
+  it('keeps a kernel line whose bracket the UART sent twice, and the lines after it', () => {
+    // As captured from a 6.12 guest's oops: one `[[` took the whole oops with it.
+    const oops = `${msg('Code: 04 48')}[${msg('RSP: 0018')}${msg('Call Trace:')}${msg('---[ end trace 0000000000000000 ]---')}`;
+    expect(removeInjectedPrintk(oops)).toBe(oops);
+  });
 });
 
 describe('launchGuest failures', () => {

@@ -312,8 +312,10 @@ class QemuGuest implements Guest {
 
 // A kernel console message that starts in the middle of a line, up to its end: printk writes to the UART
 // directly, between the bytes of a line the tty is sending (seen here: the TSC clocksource switch landed
-// inside a run() marker). Needs printk timestamps (Debian's default, CONFIG_PRINTK_TIME=y).
-const INJECTED_PRINTK = /(?<=[^\n])\[ *\d+\.\d{6}\] [^\n]*\n/g;
+// inside a run() marker). Needs printk timestamps (Debian's default, CONFIG_PRINTK_TIME=y). A `[` before it is
+// not a line: under TCG the UART sometimes sends a byte twice (`[[    4.27] RSP: ...`, seen on 6.12), and taking
+// that for a split line removed every kernel line after it, each now preceded by the stray `[`.
+const INJECTED_PRINTK = /(?<=[^\n[])\[ *\d+\.\d{6}\] [^\n]*\n/g;
 
 /**
  * Removes kernel messages injected into the middle of a console line, rejoining the line. Messages that start
