@@ -10,9 +10,10 @@
  * Prints one table, the paths side by side with ratios. Run: `bash bench/run.sh [--polls N] ...`.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
+import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
@@ -30,7 +31,8 @@ const USAGE = `usage: bash bench/run.sh [--polls N] [--xp-polls N] [--discoverie
   --xp-polls N      reads through xp (default: --polls)
   --discoveries N   locate() runs per path (default 5; xp: at most 3)
   --xp-scan-mib N   MiB the no-match scan covers through xp (default 4; the other paths scan all low RAM)
-  --memory-mib N    guest RAM (default 512)`;
+  --memory-mib N    guest RAM (default 512)
+  --rounds N        interleaved batches of the side-by-side per-read table (default 4)`;
 
 interface Options {
   polls: number;
@@ -38,6 +40,7 @@ interface Options {
   discoveries: number;
   xpScanMiB: number;
   memoryMiB: number;
+  rounds: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -49,6 +52,7 @@ function parseOptions(argv: string[]): Options {
       discoveries: { type: 'string' },
       'xp-scan-mib': { type: 'string' },
       'memory-mib': { type: 'string' },
+      rounds: { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -72,6 +76,7 @@ function parseOptions(argv: string[]): Options {
     discoveries: int('discoveries', values.discoveries, 5, 1, 100),
     xpScanMiB: int('xp-scan-mib', values['xp-scan-mib'], 4, 1, 1024),
     memoryMiB: int('memory-mib', values['memory-mib'], 512, 128, 2048),
+    rounds: int('rounds', values.rounds, 4, 1, 100),
   };
 }
 
@@ -94,6 +99,36 @@ function procCpuMs(pid: number): number {
   if (!Number.isFinite(ticks)) throw new Error(`cannot parse /proc/${pid}/stat: ${JSON.stringify(stat.slice(0, 120))}`);
   return (ticks * 1000) / CLK_TCK;
 }
+
+/**
+ * QEMU's CPU time in ms, all threads: the sum of `se.sum_exec_runtime` (ns precision) over
+ * /proc/PID/task/TID/sched when the kernel has them (CONFIG_SCHED_DEBUG), else /proc/PID/stat in clock
+ * ticks (10 ms: too coarse for a batch of 1 ms reads). Threads that exit in between are lost either way.
+ */
+function qemuCpuMs(pid: number): number {
+  if (!preciseQemuCpu) return procCpuMs(pid);
+  let total = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/sched`, 'utf8');
+    } catch {
+      continue; // the thread exited
+    }
+    const m = /^se\.sum_exec_runtime\s*:\s*([0-9.]+)$/m.exec(text);
+    if (m === null) throw new Error(`no se.sum_exec_runtime in /proc/${pid}/task/${tid}/sched`);
+    total += Number(m[1]);
+  }
+  return total;
+}
+
+const preciseQemuCpu = (() => {
+  try {
+    return /^se\.sum_exec_runtime\s*:/m.test(readFileSync(`/proc/${process.pid}/task/${process.pid}/sched`, 'utf8'));
+  } catch {
+    return false;
+  }
+})();
 
 /** This process's user + system CPU in ms. */
 function selfCpuMs(): number {
@@ -156,7 +191,7 @@ async function measurePath(
 
   // A scan that matches nothing: what a rescan costs when the table is not (yet) there.
   const wrong = { ...identityFromLayout(layout), nonce: (BigInt(`0x${layout.nonce}`) ^ 1n).toString(16).padStart(16, '0') };
-  const q0 = procCpuMs(qemuPid);
+  const q0 = qemuCpuMs(qemuPid);
   const c0 = selfCpuMs();
   let fullScan: PathResult['fullScan'];
   try {
@@ -169,7 +204,7 @@ async function measurePath(
       reads: e.reads,
       ms: e.ms,
       mibPerSec: e.scannedBytes / (1024 * 1024) / (e.ms / 1000),
-      qemuCpuMs: procCpuMs(qemuPid) - q0,
+      qemuCpuMs: qemuCpuMs(qemuPid) - q0,
       selfCpuMs: selfCpuMs() - c0,
     };
   }
@@ -179,7 +214,7 @@ async function measurePath(
   for (let i = 0; i < 10; i++) await reader.read(); // warm-up
   const wall: number[] = [];
   const cpu: number[] = [];
-  const qemu0 = procCpuMs(qemuPid);
+  const qemu0 = qemuCpuMs(qemuPid);
   const start = performance.now();
   for (let i = 0; i < o.polls; i++) {
     const c = selfCpuMs();
@@ -190,7 +225,7 @@ async function measurePath(
     if (s.discovery !== undefined) throw new Error(`${path}: read ${i} rescanned: the cached address stopped verifying`);
   }
   const seconds = (performance.now() - start) / 1000;
-  const qemuRaw = procCpuMs(qemuPid) - qemu0;
+  const qemuRaw = qemuCpuMs(qemuPid) - qemu0;
   return {
     path,
     locate: {
@@ -210,6 +245,158 @@ async function measurePath(
       seconds,
     },
   };
+}
+
+// --- the naive client: the yardstick for pmemsave ---------------------------------------------------
+
+/**
+ * The least a pmemsave reader can do, written here on purpose without the QMP client: one raw socket,
+ * the capabilities handshake, then per read one `pmemsave` command (no id), wait for the `return` line,
+ * readFileSync, unlinkSync. Events are skipped; an error reply rejects. One read at a time.
+ */
+class NaivePmemsave {
+  #pending = '';
+  #waiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  #greeted = false;
+  #onGreeting: (() => void) | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      this.#pending += chunk;
+      for (let nl = this.#pending.indexOf('\n'); nl !== -1; nl = this.#pending.indexOf('\n')) {
+        const line = this.#pending.slice(0, nl);
+        this.#pending = this.#pending.slice(nl + 1);
+        this.#line(line);
+      }
+    });
+    socket.on('error', (e) => this.#waiter?.reject(e));
+  }
+
+  static async connect(path: string): Promise<NaivePmemsave> {
+    const socket = createConnection(path);
+    const client = new NaivePmemsave(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve).once('error', reject);
+    });
+    await new Promise<void>((resolve) => {
+      if (client.#greeted) resolve();
+      else client.#onGreeting = resolve;
+    });
+    await client.#command('{"execute":"qmp_capabilities"}\n');
+    return client;
+  }
+
+  #line(line: string): void {
+    if (!this.#greeted) {
+      this.#greeted = true;
+      this.#onGreeting?.();
+      return;
+    }
+    if (line.startsWith('{"event"')) return;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    if (line.startsWith('{"return"')) waiter?.resolve();
+    else waiter?.reject(new Error(`naive client: ${line.slice(0, 200)}`));
+  }
+
+  #command(json: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+      this.socket.write(json);
+    });
+  }
+
+  async read(addr: bigint, size: number, file: string): Promise<Buffer> {
+    await this.#command(`{"execute":"pmemsave","arguments":{"val":${addr},"size":${size},"filename":${JSON.stringify(file)}}}\n`);
+    const data = readFileSync(file);
+    unlinkSync(file);
+    return data;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+// --- per read, side by side ---------------------------------------------------------------------------
+
+interface ReadPath {
+  name: string;
+  polls: number;
+  read: () => Promise<unknown>;
+}
+
+interface ReadCost {
+  name: string;
+  wallMs: Stats;
+  selfCpuMs: Stats;
+  /** QEMU CPU per read, raw and net of what the idle guest burns in the same time. */
+  qemuCpuMsRaw: number;
+  qemuCpuMs: number;
+}
+
+/**
+ * Every path's reads in `rounds` interleaved batches (the order rotating each round), so that the
+ * load of a shared machine drifts over all of them alike: the ratios between paths are what counts.
+ */
+async function measureReads(paths: readonly ReadPath[], qemuPid: number, idleQemuMsPerSec: number, rounds: number): Promise<ReadCost[]> {
+  const acc = paths.map(() => ({ wall: [] as number[], cpu: [] as number[], qemuMs: 0, seconds: 0 }));
+  for (const p of paths) for (let i = 0; i < 10; i++) await p.read(); // warm-up
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < paths.length; k++) {
+      const index = (k + round) % paths.length;
+      const p = paths[index] as ReadPath;
+      const a = acc[index] as (typeof acc)[number];
+      const n = Math.ceil(p.polls / rounds);
+      const q0 = qemuCpuMs(qemuPid);
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) {
+        const c = selfCpuMs();
+        const t = performance.now();
+        await p.read();
+        a.wall.push(performance.now() - t);
+        a.cpu.push(selfCpuMs() - c);
+      }
+      a.seconds += (performance.now() - t0) / 1000;
+      a.qemuMs += qemuCpuMs(qemuPid) - q0;
+    }
+  }
+  return paths.map((p, i) => {
+    const a = acc[i] as (typeof acc)[number];
+    return {
+      name: p.name,
+      wallMs: stats(a.wall),
+      selfCpuMs: stats(a.cpu),
+      qemuCpuMsRaw: a.qemuMs / a.wall.length,
+      qemuCpuMs: Math.max(0, a.qemuMs - idleQemuMsPerSec * a.seconds) / a.wall.length,
+    };
+  });
+}
+
+function printReadTable(costs: readonly ReadCost[], title: string): void {
+  const naive = costs.find((c) => c.name === 'naive');
+  const rows: string[][] = [
+    ['path', 'reads', 'wall ms mean', 'p50', 'our CPU ms mean', 'p50', 'QEMU CPU ms', 'wall/naive', 'our CPU/naive', 'QEMU/naive'],
+  ];
+  for (const c of costs) {
+    rows.push([
+      c.name,
+      String(c.wallMs.n),
+      num(c.wallMs.mean),
+      num(c.wallMs.p50),
+      num(c.selfCpuMs.mean),
+      num(c.selfCpuMs.p50),
+      num(c.qemuCpuMs),
+      naive ? ratio(c.wallMs.mean, naive.wallMs.mean) : '-',
+      naive ? ratio(c.selfCpuMs.mean, naive.selfCpuMs.mean) : '-',
+      naive ? ratio(c.qemuCpuMs, naive.qemuCpuMs) : '-',
+    ]);
+  }
+  const widths = (rows[0] as string[]).map((_, col) => Math.max(...rows.map((r) => (r[col] ?? '').length)));
+  console.log('');
+  console.log(title);
+  for (const r of rows) console.log(r.map((x, col) => (col === 0 ? x.padEnd(widths[0] ?? 0) : x.padStart(widths[col] ?? 0))).join('  '));
 }
 
 // --- output ------------------------------------------------------------------------------------------
@@ -285,12 +472,18 @@ async function main(): Promise<void> {
   const tableFile = join(tmpdir(), `eve-diag-bench-${process.pid}.aml`);
   const toClose: GuestMemory[] = [];
   let qmp: QmpClient | undefined;
+  let naive: NaivePmemsave | undefined;
+  // The naive client's own QMP socket (QEMU serves one client per socket) and file directory.
+  const naiveDir = await mkdtemp(join(tmpdir(), 'eve-diag-bench-naive-'));
+  const naiveQmpPath = join(naiveDir, 'qmp.sock');
   const cleanup = async () => {
     for (const m of toClose) await m.close?.().catch(() => undefined);
     await qmp?.close().catch(() => undefined);
+    naive?.close();
     await stopAllGuests();
     await rm(shm, { force: true });
     await rm(tableFile, { force: true });
+    await rm(naiveDir, { recursive: true, force: true });
   };
   const onSignal = (sig: NodeJS.Signals) => {
     cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143)).catch(() => undefined);
@@ -308,7 +501,9 @@ async function main(): Promise<void> {
       memoryMiB: o.memoryMiB,
       acpiTables: [tableFile],
       append: 'quiet',
-      extraArgs: ['-M', 'q35,memory-backend=mem0', '-object', `memory-backend-file,id=mem0,size=${o.memoryMiB}M,mem-path=${shm},share=on`],
+      extraArgs: ['-M', 'q35,memory-backend=mem0', '-object', `memory-backend-file,id=mem0,size=${o.memoryMiB}M,mem-path=${shm},share=on`,
+        ...['-qmp', `unix:${naiveQmpPath},server=on,wait=off`],
+      ],
     });
     const bootMs = performance.now() - bootStart;
     qmp = await QmpClient.connect({ path: guest.qmpPath });
@@ -325,10 +520,10 @@ async function main(): Promise<void> {
 
     // What the idle guest costs QEMU anyway (TCG timer ticks), to subtract from the poll batches.
     await sleep(2000); // let the boot settle
-    const idle0 = procCpuMs(guest.pid);
+    const idle0 = qemuCpuMs(guest.pid);
     const idleT0 = performance.now();
     await sleep(3000);
-    const idleQemuMsPerSec = (procCpuMs(guest.pid) - idle0) / ((performance.now() - idleT0) / 1000);
+    const idleQemuMsPerSec = (qemuCpuMs(guest.pid) - idle0) / ((performance.now() - idleT0) / 1000);
 
     const allLowRam = mtree.lowRanges.reduce((s, r) => s + (r.end - r.start), 0n);
     const results: PathResult[] = [];
@@ -357,6 +552,28 @@ async function main(): Promise<void> {
     if (addresses.size !== 1) throw new Error(`the paths found different addresses: ${[...addresses].map((a) => `0x${a.toString(16)}`).join(', ')}`);
     const address = results[0]?.locate.address ?? 0n;
 
+    // Per read, side by side with the naive client, interleaved.
+    naive = await NaivePmemsave.connect(naiveQmpPath);
+    const naiveFile = join(naiveDir, 'table.bin');
+    const naiveClient = naive;
+    const checked = (name: string, reader: RegionReader) => async () => {
+      const s = await reader.read();
+      if (s.discovery !== undefined) throw new Error(`${name}: a read rescanned: the cached address stopped verifying`);
+    };
+    const readers = new Map<string, RegionReader>();
+    for (const [name, memory] of [['pmemsave', pmem], ['xp', xp], ['file-backed', file]] as const) {
+      const reader = new RegionReader(qmp, memory, layout);
+      await reader.locate();
+      readers.set(name, reader);
+    }
+    const readPaths: ReadPath[] = [
+      { name: 'pmemsave', polls: o.polls, read: checked('pmemsave', readers.get('pmemsave') as RegionReader) },
+      { name: 'xp', polls: o.xpPolls, read: checked('xp', readers.get('xp') as RegionReader) },
+      { name: 'file-backed', polls: o.polls, read: checked('file-backed', readers.get('file-backed') as RegionReader) },
+      { name: 'naive', polls: o.polls, read: () => naiveClient.read(address, layout.table.length, naiveFile) },
+    ];
+    const costs = await measureReads(readPaths, guest.pid, idleQemuMsPerSec, o.rounds);
+
     printTable(results, [
       `eve-diag host reader: cost per memory-access path`,
       `command: ${command}`,
@@ -364,8 +581,14 @@ async function main(): Promise<void> {
       `guest: q35 + SeaBIOS, ${o.memoryMiB} MiB in ${shm} (share=on), booted in ${(bootMs / 1000).toFixed(1)} s; ` +
         `low RAM top 0x${mtree.lowRamTop.toString(16)}, table (${layout.table.length} B) at 0x${address.toString(16)}, ` +
         `${(mtree.lowRamTop - address) / 1024n} KiB below the top`,
-      `idle QEMU CPU: ${idleQemuMsPerSec.toFixed(1)} ms/s (subtracted for "net of idle"); CPU ticks are ${1000 / CLK_TCK} ms`,
+      `idle QEMU CPU: ${idleQemuMsPerSec.toFixed(1)} ms/s (subtracted for "net of idle"); QEMU CPU from ${preciseQemuCpu ? "se.sum_exec_runtime of its threads (ns)" : `clock ticks of ${1000 / CLK_TCK} ms`}`,
     ]);
+    printReadTable(
+      costs,
+      `per read of the ${layout.table.length}-byte table, side by side (${o.rounds} interleaved rounds; our CPU: this process; ` +
+        `QEMU CPU net of idle, from ${preciseQemuCpu ? 'se.sum_exec_runtime of its threads' : 'clock ticks'}; ` +
+        `naive: one pmemsave on a raw socket + readFileSync + unlinkSync)`,
+    );
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
