@@ -528,10 +528,12 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
         stallAfterPeriods: stall,
         agentPeriodMs: p.agentPeriodSeconds !== undefined ? ms(p.agentPeriodSeconds as number) : undefined,
         graceMs: p.graceSeconds !== undefined ? ms(p.graceSeconds as number) : undefined,
+        stallSlack: p.stallSlack as number | undefined,
       });
       return {
         type: raw.type,
         params: defined({
+          pollMs: p.pollSeconds !== undefined ? ms(p.pollSeconds as number) : undefined,
           memory: p.memory as MemoryPath | undefined,
           memPath: path(p.memPath),
           pid: p.pid as number | undefined,
@@ -625,6 +627,15 @@ export function eveDomTarget(root: string, dom: string): Pick<AppTarget, 'qmp' |
 }
 
 /**
+ * A heartbeat scenario decides once: its stall rule already waits for the beat's own bound (the
+ * kernel's ring, host-reader/region/assess.ts), so one failing run is the verdict unless the scenario
+ * sets its own failureThreshold.
+ */
+export function heartbeatTiming(timing: ScenarioTiming): ScenarioTiming {
+  return { ...timing, failureThreshold: 1 };
+}
+
+/**
  * The default bindings of an app that names no scenario (and of an EVE-discovered VM): QEMU's run
  * state when there is QMP, the kernel heartbeat when a layout is known too, the agent's marks in
  * the console logfile when there is one, a PING to the agent when its port is known.
@@ -633,7 +644,7 @@ export function defaultScenarios(target: AppTarget, timing: ScenarioTiming): Sce
   const out: ScenarioConfig[] = [];
   if (target.qmp !== undefined) {
     out.push({ name: 'qmp-status', probe: { type: 'qmp-status', params: {} }, timing });
-    if (target.layout !== undefined) out.push({ name: 'kernel-heartbeat', probe: { type: 'kernel-heartbeat', params: {} }, timing });
+    if (target.layout !== undefined) out.push({ name: 'kernel-heartbeat', probe: { type: 'kernel-heartbeat', params: {} }, timing: heartbeatTiming(timing) });
   }
   if (target.consoleLog !== undefined) {
     out.push({ name: 'console-marks', probe: { type: 'console-passive', params: { maxAgeMs: timing.periodMs } }, timing });
@@ -691,7 +702,8 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
             const dup = scenarioNames.get(s.name);
             if (dup !== undefined) problem(ctx, [...segs, 'name'], `duplicate scenario name ${JSON.stringify(s.name)} (also scenarios[${dup}])`);
             else scenarioNames.set(s.name, j);
-            const st = timingOf(s, timing);
+            const heartbeat = s.probe.type === 'kernel-heartbeat' || s.probe.type === 'agent-heartbeat';
+            const st = timingOf(s, heartbeat && s.failureThreshold === undefined ? heartbeatTiming(timing) : timing);
             if (st.timeoutMs > st.periodMs) {
               problem(ctx, [...segs, s.timeoutSeconds !== undefined ? 'timeoutSeconds' : 'periodSeconds'], `timeoutSeconds (${st.timeoutMs / 1000}) must not exceed periodSeconds (${st.periodMs / 1000})`);
             }

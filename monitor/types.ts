@@ -48,6 +48,12 @@ export interface ProbeResult {
 export interface Probe {
   readonly kind: string;
   run(target: AppTarget, opts: { timeoutMs: number; signal: AbortSignal }): Promise<ProbeResult>;
+  /**
+   * How often this probe wants to run, in ms, when that is more often than its scenario's period
+   * (asked before each wait). A heartbeat read is cheap and its stall rule already waits for the
+   * beat's own bound, so polling it faster only brings the verdict earlier. Undefined: the period.
+   */
+  intervalMs?(): number | undefined;
   close?(): Promise<void>;
 }
 

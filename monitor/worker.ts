@@ -99,6 +99,9 @@ export async function runProbe(
   }
 }
 
+/** The shortest interval a probe may ask for (Probe.intervalMs). */
+export const MIN_PROBE_INTERVAL_MS = 50;
+
 export interface WorkerUpdate {
   app: string;
   scenario: string;
@@ -108,7 +111,8 @@ export interface WorkerUpdate {
 
 /**
  * Owns the timing of one (app, scenario): waits a random part of the period (jitter, so many apps
- * do not probe in step) plus the initial delay, then probes every period until stopped.
+ * do not probe in step) plus the initial delay, then probes every period until stopped (or more
+ * often, when the probe asks: Probe.intervalMs).
  */
 export class Worker {
   #state: WorkerState;
@@ -158,13 +162,20 @@ export class Worker {
     return u;
   }
 
+  /** The scenario's period, or the probe's shorter interval (never below MIN_PROBE_INTERVAL_MS). */
+  #periodMs(): number {
+    const hint = this.probe.intervalMs?.();
+    if (hint === undefined || !Number.isFinite(hint) || hint <= 0) return this.timing.periodMs;
+    return Math.min(this.timing.periodMs, Math.max(MIN_PROBE_INTERVAL_MS, hint));
+  }
+
   async run(signal: AbortSignal): Promise<void> {
     try {
       await this.clock.sleep(this.timing.initialDelayMs + this.random() * this.timing.periodMs, signal);
       while (!signal.aborted) {
         const t0 = this.clock.now();
         await this.probeOnce(signal);
-        await this.clock.sleep(Math.max(0, this.timing.periodMs - (this.clock.now() - t0)), signal);
+        await this.clock.sleep(Math.max(0, this.#periodMs() - (this.clock.now() - t0)), signal);
       }
     } catch (e) {
       if (!signal.aborted) throw e;

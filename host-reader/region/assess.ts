@@ -15,7 +15,15 @@ import { intervalsNewestFirst, type DecodedRegion } from './decode.js';
  *  - ages are host milliseconds since the sample in which a counter was last seen to change, so
  *    their resolution is the sampling interval;
  *  - the agent has no period in the layout: `agentPeriodMs` (default 1000) is used, and until the
- *    agent counter is non-zero the agent is `no-agent`.
+ *    agent counter is non-zero the agent is `no-agent`; it is late after `lateAfterPeriods` and
+ *    stalled after `stallAfterPeriods` of its period;
+ *  - the kernel is judged once, against the intervals its own ring recorded (kernelStallBound):
+ *    the longest interval the guest should take is E = max(period, the longest recorded interval,
+ *    mean + 4 standard deviations), over the intervals of at least half a period, capped at 3 periods; the kernel is `late` when no beat was seen
+ *    for more than period + 2 Timer steps and `stalled` at E + 2 Timer steps + stallSlack * period.
+ *    Ages count from the sample that first saw the last beat (never before the beat), so a live
+ *    kernel is never older than the interval it takes: polling more often only makes the verdict
+ *    earlier. A hang at time f is stalled by f + bound + 2 * (sampling interval) at the latest.
  */
 
 export type HeartbeatStatus =
@@ -37,10 +45,17 @@ export interface VmRunState {
 }
 
 export interface AssessOptions {
-  /** `late` after more than this many periods without a new beat. Default 1.5. */
+  /** Agent: `late` after more than this many periods without a new beat. Default 1.5. */
   lateAfterPeriods?: number;
-  /** `stalled` after this many periods or more without a new beat. Default 3. */
+  /** Agent: `stalled` after this many periods or more without a new beat. Default 3. */
   stallAfterPeriods?: number;
+  /**
+   * Kernel: the margin beyond the longest expected interval before a missing beat is `stalled`, as a
+   * fraction of the period (see kernelStallBound). Default 1: 2.0 s at a steady 1 s period, which keeps
+   * the verdict within 3 s of a hang at 4 polls per period while a beat may come a whole period late
+   * (a host that starves its vCPUs) before it is a stall. 0.25 is faster; 2 is more tolerant.
+   */
+  stallSlack?: number;
   /** Expected agent heartbeat period in ms. Default 1000. */
   agentPeriodMs?: number;
   /** How long a loaded table may show no kernel beat (`waiting`) before it is `stalled`. Default 60000. */
@@ -56,6 +71,7 @@ export interface AssessOptions {
 const DEFAULTS: Required<AssessOptions> = {
   lateAfterPeriods: 1.5,
   stallAfterPeriods: 3,
+  stallSlack: 1,
   agentPeriodMs: 1000,
   graceMs: 60_000,
   windowMs: 60_000,
@@ -98,6 +114,8 @@ export interface KernelReport extends SignalReport {
    * over the beats in between. Absent when the host gap is too long for the 429 s Timer wrap.
    */
   guestIntervalMs?: number;
+  /** The age at which a missing beat is `stalled` by this sample's ring (kernelStallBound). */
+  stallAfterMs?: number;
 }
 
 export interface HeartbeatReport {
@@ -175,7 +193,10 @@ function resolveOptions(o: AssessOptions): Required<AssessOptions> {
     const v = r[k];
     if (!Number.isFinite(v) || v <= 0) throw new RangeError(`${k}: a positive number (got ${String(v)})`);
   };
-  (Object.keys(DEFAULTS) as (keyof AssessOptions)[]).forEach(positive);
+  (Object.keys(DEFAULTS) as (keyof AssessOptions)[]).filter((k) => k !== 'stallSlack').forEach(positive);
+  if (!Number.isFinite(r.stallSlack) || r.stallSlack < 0 || r.stallSlack > 10) {
+    throw new RangeError(`stallSlack: a fraction of the period, 0..10 (got ${String(r.stallSlack)})`);
+  }
   if (r.stallAfterPeriods <= r.lateAfterPeriods) {
     throw new RangeError(`stallAfterPeriods (${r.stallAfterPeriods}) must exceed lateAfterPeriods (${r.lateAfterPeriods})`);
   }
@@ -263,9 +284,14 @@ function rateOf(window: AssessState['window'], which: 'kernel' | 'agent'): { rat
   return { ratePerSec: (beats * 1000) / ms, rateWindowMs: ms };
 }
 
+/** The ring's recorded intervals in ms, newest first. */
+function intervalsMsOf(region: Pick<DecodedRegion, 'ring' | 'kernel'>): number[] {
+  return intervalsNewestFirst(region).map((u) => u / UNITS_PER_MS);
+}
+
 /** Jitter statistics of the ring's intervals (Timer units, 100 ns) converted to ms. */
 export function jitterOf(region: Pick<DecodedRegion, 'ring' | 'kernel'>, resolutionMs = DEFAULTS.timerResolutionMs): JitterStats | undefined {
-  const ms = intervalsNewestFirst(region).map((u) => u / UNITS_PER_MS);
+  const ms = intervalsMsOf(region);
   if (ms.length === 0) return undefined;
   const n = ms.length;
   const mean = ms.reduce((a, b) => a + b, 0) / n;
@@ -305,6 +331,55 @@ function byAge(
     return { status: 'unknown', ageMs, detail: `${name} counter at ${t.beats}, no change seen yet (watching for ${fmt(ageMs)})` };
   }
   return { status: 'alive', ageMs, detail: `last ${name} beat seen ${fmt(ageMs)} ago` };
+}
+
+/** The most periods the kernel bound grows to, whatever the ring says (a guest's ring is its own). */
+export const KERNEL_BOUND_MAX_PERIODS = 3;
+
+/** How long a kernel beat may be missing before it is `late` and `stalled`, and from what. */
+export interface KernelStallBound {
+  /** The longest interval expected from the ring and the period (E), in ms. */
+  expectedMs: number;
+  /** `late` beyond this age. */
+  lateMs: number;
+  /** `stalled` at this age or more. */
+  stallMs: number;
+  /** How E was chosen, for the report. */
+  basis: string;
+}
+
+/**
+ * The kernel's stall rule (see the module comment): E = max(period, longest recorded interval,
+ * mean + 4 sd) over the recorded intervals of half a period or more, at most KERNEL_BOUND_MAX_PERIODS periods; late beyond period + 2 Timer steps,
+ * stalled at E + 2 Timer steps + slack * period.
+ */
+export function kernelStallBound(periodMs: number, intervalsMs: readonly number[], slack: number, resolutionMs: number): KernelStallBound {
+  let expectedMs = periodMs;
+  let basis = 'the period';
+  // Only the periodic polls say how long the next beat may take: intervals under half a period are
+  // extra beats (the zone's registration reads it twice at boot, a tool reading its temp), and their
+  // spread would inflate the tail (two 4 ms boot intervals among 1024 ms ones give mean + 4 sd = 2.2 s).
+  const polls = intervalsMs.filter((ms) => ms >= periodMs / 2);
+  if (polls.length > 0) {
+    const n = polls.length;
+    const max = Math.max(...polls);
+    const mean = polls.reduce((a, b) => a + b, 0) / n;
+    const sd = Math.sqrt(polls.reduce((a, b) => a + (b - mean) * (b - mean), 0) / n);
+    if (max > expectedMs) [expectedMs, basis] = [max, `the longest of ${n} recorded intervals`];
+    if (mean + 4 * sd > expectedMs) [expectedMs, basis] = [mean + 4 * sd, `mean + 4 sd of ${n} recorded intervals`];
+  }
+  const cap = KERNEL_BOUND_MAX_PERIODS * periodMs;
+  if (expectedMs > cap) [expectedMs, basis] = [cap, `${KERNEL_BOUND_MAX_PERIODS} periods (the recorded intervals are longer)`];
+  return { expectedMs, lateMs: periodMs + 2 * resolutionMs, stallMs: expectedMs + 2 * resolutionMs + slack * periodMs, basis };
+}
+
+function kernelByAge(t: Track, now: number, periodMs: number, bound: KernelStallBound): Pick<SignalReport, 'status' | 'ageMs' | 'detail'> {
+  const ageMs = now - t.changedAt;
+  const why = () => `no kernel beat for ${fmt(ageMs)} (period ${fmt(periodMs)}, stalled at ${fmt(bound.stallMs)}: ${bound.basis} ${fmt(bound.expectedMs)} + margin)`;
+  if (ageMs >= bound.stallMs) return { status: 'stalled', ageMs, detail: why() };
+  if (ageMs > bound.lateMs) return { status: 'late', ageMs, detail: why() };
+  if (t.changes === 0) return { status: 'unknown', ageMs, detail: `kernel counter at ${t.beats}, no change seen yet (watching for ${fmt(ageMs)})` };
+  return { status: 'alive', ageMs, detail: `last kernel beat seen ${fmt(ageMs)} ago` };
 }
 
 /** Assess one sample. Throws RangeError only for invalid options or inputs (programmer errors). */
@@ -398,7 +473,9 @@ export function assessHeartbeat(input: AssessInput, options: AssessOptions = {})
             },
       );
     } else {
-      set(kernel, byAge('kernel', state.kernel, now, kernelPeriodMs, o));
+      const bound = kernelStallBound(kernelPeriodMs, intervalsMsOf(sample), o.stallSlack, o.timerResolutionMs);
+      kernel.stallAfterMs = bound.stallMs;
+      set(kernel, kernelByAge(state.kernel, now, kernelPeriodMs, bound));
       if (jitter !== undefined && jitter.meanMs > o.lateAfterPeriods * kernelPeriodMs) {
         kernel.detail += `; recorded intervals average ${fmt(jitter.meanMs)} against a period of ${fmt(kernelPeriodMs)} (thermal.tzp override?)`;
       }

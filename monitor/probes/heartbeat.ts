@@ -42,7 +42,17 @@ export interface HeartbeatParams {
   /** Which status is a failure. Default `stalled` (`late` is then unknown). */
   failOn?: 'late' | 'stalled';
   assess?: AssessOptions;
+  /**
+   * How often to read the region, in ms, when more often than the scenario's period. Default: a
+   * quarter of the beat's period (the layout's kernel period, the agent period), at least 100 ms. The
+   * verdict comes at most the stall bound plus two of these after a hang.
+   */
+  pollMs?: number;
 }
+
+/** The default poll interval is this share of the beat's period, and at least HEARTBEAT_POLL_MIN_MS. */
+export const HEARTBEAT_POLLS_PER_PERIOD = 4;
+export const HEARTBEAT_POLL_MIN_MS = 100;
 
 export type HeartbeatSignal = 'kernel' | 'agent';
 
@@ -67,6 +77,8 @@ export class HeartbeatProbe implements Probe {
   #link: QmpLink | undefined;
   #session: Session | undefined;
   #layouts = new Map<string, Promise<DiagLayout>>();
+  /** The kernel period of the layout the last run read. */
+  #kernelPeriodMs: number | undefined;
 
   constructor(
     readonly signal: HeartbeatSignal,
@@ -88,6 +100,7 @@ export class HeartbeatProbe implements Probe {
     } catch (e) {
       return unknown(`layout ${target.layout}: ${errorText(e)}`, { layoutError: errorText(e) });
     }
+    this.#kernelPeriodMs = layout.kernel.periodMs;
     const d = deadline(opts.signal, opts.timeoutMs);
     const base = { signal: this.signal, qmp: target.qmp };
     try {
@@ -126,6 +139,13 @@ export class HeartbeatProbe implements Probe {
     } finally {
       d.dispose();
     }
+  }
+
+  /** params.pollMs, else a quarter of the beat's period (once a layout was read), at least 100 ms. */
+  intervalMs(): number | undefined {
+    if (this.params.pollMs !== undefined) return this.params.pollMs;
+    const period = this.signal === 'kernel' ? this.#kernelPeriodMs : (this.params.assess?.agentPeriodMs ?? 1000);
+    return period === undefined ? undefined : Math.max(HEARTBEAT_POLL_MIN_MS, period / HEARTBEAT_POLLS_PER_PERIOD);
   }
 
   async close(): Promise<void> {

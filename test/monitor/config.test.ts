@@ -103,7 +103,8 @@ describe('parseConfig: a valid file', () => {
     const web = c.apps[0];
     expect(web?.name).toBe('web');
     const byName = Object.fromEntries((web?.scenarios ?? []).map((s) => [s.name, s]));
-    expect(byName.kernel?.timing).toEqual({ periodMs: 5000, timeoutMs: 2000, initialDelayMs: 0, failureThreshold: 3, successThreshold: 1 });
+    // A heartbeat scenario decides once (its stall rule waits for the ring's bound) unless it sets failureThreshold.
+    expect(byName.kernel?.timing).toEqual({ periodMs: 5000, timeoutMs: 2000, initialDelayMs: 0, failureThreshold: 1, successThreshold: 1 });
     expect(byName['run-state']?.timing).toEqual({ periodMs: 15000, timeoutMs: 2000, initialDelayMs: 0, failureThreshold: 3, successThreshold: 1 });
     expect(byName.uptime?.timing.failureThreshold).toBe(2);
     expect(byName.uptime?.timing.timeoutMs).toBe(5000);
@@ -175,6 +176,29 @@ describe('parseConfig: a valid file', () => {
     expect(c.controller).toEqual({ url: 'https://ctrl.example:8443', tokenFile: '/etc/eve-diag/node.token', caFile: '/etc/eve-diag/ca.pem', timeoutMs: 30000 });
     expect(c.metrics).toEqual({ listen: '127.0.0.1:9464', host: '127.0.0.1', port: 9464 });
     expect(c.qmp).toEqual({ connectTimeoutMs: 5000, holdMs: 30000 });
+  });
+});
+
+describe('parseConfig: heartbeat timing', () => {
+  test('stallSlack and pollSeconds reach the probe; an explicit failureThreshold is kept; the default kernel scenario decides once', () => {
+    const text = [
+      'apps:',
+      '  - name: a',
+      '    transports: { qmp: /q, layout: /l }',
+      '    scenarios:',
+      '      - { name: k, failureThreshold: 2, probe: { type: kernel-heartbeat, params: { stallSlack: 0.5, pollSeconds: 0.2 } } }',
+      '  - name: b',
+      '    transports: { qmp: /q2, layout: /l2 }',
+      '',
+    ].join('\n');
+    const c = parseConfig(text, FILE, { baseDir: '/x' });
+    const k = c.apps[0]?.scenarios[0];
+    expect(k?.timing.failureThreshold).toBe(2);
+    expect(k?.probe).toEqual({ type: 'kernel-heartbeat', params: { pollMs: 200, assess: { stallSlack: 0.5 } } });
+    const b = Object.fromEntries((c.apps[1]?.scenarios ?? []).map((s) => [s.name, s.timing.failureThreshold]));
+    expect(b).toEqual({ 'qmp-status': 3, 'kernel-heartbeat': 1 });
+    expect(problems(text.replace('stallSlack: 0.5', 'stallSlack: -1'))).toEqual([expect.stringMatching(/stallSlack: .*0/)]);
+    expect(problems(text.replace('pollSeconds: 0.2', 'pollSeconds: 0.01'))).toEqual([expect.stringMatching(/pollSeconds: .*0\.05/)]);
   });
 });
 

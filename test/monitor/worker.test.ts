@@ -97,6 +97,25 @@ describe('Worker timing with a fake clock', () => {
     expect(probe.calls).toBe(5);
   });
 
+  test('a probe that asks for a shorter interval is run at it (never below 50 ms); a longer or invalid one is the period', async () => {
+    const runs = async (hint: number | undefined): Promise<number> => {
+      const clock = new FakeClock();
+      const probe = Object.assign(fakeProbe([S]), { intervalMs: () => hint });
+      const w = new Worker({ name: 'vm1' }, 'hb', probe, { periodMs: 1000, timeoutMs: 100, initialDelayMs: 0, failureThreshold: 1, successThreshold: 1 }, clock, () => undefined, () => 0);
+      const ac = new AbortController();
+      const done = w.run(ac.signal);
+      await clock.advance(1999);
+      ac.abort();
+      await done;
+      return probe.calls;
+    };
+    expect(await runs(250)).toBe(8); // 0, 250, ..., 1750
+    expect(await runs(10)).toBe(40); // clamped to 50 ms
+    expect(await runs(5000)).toBe(2);
+    expect(await runs(Number.NaN)).toBe(2);
+    expect(await runs(undefined)).toBe(2);
+  });
+
   test('a probe that ignores its signal is never run twice at once: the worker counts failures until it returns', async () => {
     const clock = new FakeClock();
     const updates: WorkerUpdate[] = [];

@@ -39,10 +39,12 @@ interface Case {
   name: string;
   options?: AssessOptions;
   start?: Patch;
+  /** The kernel intervals the ring recorded, in ms (default: none recorded). */
+  ringMs?: number[];
   steps: Step[];
 }
 
-function region(p: Required<Patch>): DecodedRegion {
+function region(p: Required<Patch>, ringMs: number[] = []): DecodedRegion {
   return {
     version: 1,
     headerSize: 64,
@@ -56,7 +58,7 @@ function region(p: Required<Patch>): DecodedRegion {
     agent: { beats: p.a, last: 0 },
     armed: 1,
     pad: 0,
-    ring: [0, 0, 0, 0, 0, 0, 0, 0],
+    ring: Array.from({ length: 8 }, (_, i) => (ringMs[i] ?? 0) * MS),
   };
 }
 
@@ -70,7 +72,7 @@ function run(c: Case): HeartbeatReport[] {
     const out = assessHeartbeat(
       {
         previous: state,
-        sample: s.missing !== undefined ? undefined : region(cur),
+        sample: s.missing !== undefined ? undefined : region(cur, c.ringMs),
         ...(s.missing !== undefined ? { sampleError: s.missing } : {}),
         now: s.t,
         kernelPeriodMs: PERIOD,
@@ -102,28 +104,70 @@ const cases: Case[] = [
     ],
   },
   {
-    name: 'late after more than 1.5 periods, stalled at 3 periods',
+    name: 'kernel: late beyond a period and 2 Timer steps, stalled at the bound (nothing recorded: period + 8 ms + a period of slack)',
     steps: [
       { t: 0, k: 10 },
       { t: 1000, k: 11, kernel: 'alive' },
-      { t: 2500, kernel: 'alive' }, // exactly 1.5 periods
-      { t: 2501, kernel: 'late' },
-      { t: 3999, kernel: 'late' },
-      { t: 4000, kernel: 'stalled' }, // exactly 3 periods
+      { t: 2008, kernel: 'alive' }, // exactly a period and two 4 ms steps
+      { t: 2009, kernel: 'late' },
+      { t: 3007, kernel: 'late' },
+      { t: 3008, kernel: 'stalled' }, // 1000 + 8 + 1000
       { t: 60_000, kernel: 'stalled' },
       { t: 61_000, k: 12, kernel: 'alive' },
     ],
   },
   {
-    name: 'configurable thresholds',
-    options: { lateAfterPeriods: 2, stallAfterPeriods: 5 },
+    name: 'a steady ring keeps the bound at the period',
+    ringMs: [1000, 1004, 996, 1000, 1000, 1004, 1000, 1000],
     steps: [
-      { t: 0, k: 1 },
-      { t: 1000, k: 2, kernel: 'alive' },
-      { t: 3000, kernel: 'alive' },
-      { t: 3001, kernel: 'late' },
-      { t: 5999, kernel: 'late' },
-      { t: 6000, kernel: 'stalled' },
+      { t: 0, k: 10 },
+      { t: 1000, k: 11, kernel: 'alive' },
+      { t: 3018, kernel: 'late' },
+      { t: 3019, kernel: 'stalled' }, // E = mean + 4 sd = 1000.5 + 4 * 2.40 = 1010.1 (> the longest, 1004), + 8 + 1000
+    ],
+  },
+  {
+    name: 'recorded intervals widen the bound (one beat took 1.6 s: E = mean + 4 sd)',
+    ringMs: [1000, 1600, 1000, 1000, 1000, 1000, 1000, 1000], // mean 1075, sd 198.4
+    steps: [
+      { t: 0, k: 10 },
+      { t: 1000, k: 11, kernel: 'alive' },
+      { t: 3876, kernel: 'late' },
+      { t: 3877, kernel: 'stalled' }, // 1075 + 4 * 198.43 + 8 + 1000 = 3876.7
+    ],
+  },
+  {
+    name: 'the two short intervals of boot (the zone read at registration) do not widen the bound',
+    ringMs: [4, 4, 1024, 1024, 1024, 1024, 1024, 1024],
+    steps: [
+      { t: 0, k: 10 },
+      { t: 1000, k: 11, kernel: 'alive' },
+      { t: 3031, kernel: 'late' },
+      { t: 3032, kernel: 'stalled' }, // 1024 + 8 + 1000 (with the 4 ms ones, mean + 4 sd would be 2.2 s)
+    ],
+  },
+  {
+    name: 'a ring of huge intervals (a hostile guest) cannot push the bound past 3 periods',
+    ringMs: [100_000, 100_000, 100_000, 100_000, 100_000, 100_000, 100_000, 100_000],
+    steps: [
+      { t: 0, k: 10 },
+      { t: 1000, k: 11, kernel: 'alive' },
+      { t: 5007, kernel: 'late' },
+      { t: 5008, kernel: 'stalled' }, // 3000 + 8 + 1000
+    ],
+  },
+  {
+    name: 'configurable thresholds: stallSlack for the kernel, periods for the agent',
+    options: { stallSlack: 0.25, lateAfterPeriods: 2, stallAfterPeriods: 5 },
+    steps: [
+      { t: 0, k: 1, a: 1 },
+      { t: 1000, k: 2, a: 2, kernel: 'alive', agent: 'alive' },
+      { t: 2257, kernel: 'late', agent: 'alive' },
+      { t: 2258, kernel: 'stalled' }, // 1000 + 8 + 250
+      { t: 3000, agent: 'alive' },
+      { t: 3001, agent: 'late' },
+      { t: 5999, agent: 'late' },
+      { t: 6000, agent: 'stalled' },
     ],
   },
   {
@@ -135,7 +179,9 @@ const cases: Case[] = [
       { t: 100_000, vm: 'paused', kernel: 'paused', agent: 'paused' },
       { t: 200_000, vm: 'paused', missing: 'pmemsave timed out', kernel: 'paused', agent: 'paused' },
       { t: 201_000, kernel: 'alive', agent: 'alive' }, // resumed: no new beat yet, but no time has run
+      { t: 202_100, kernel: 'late', agent: 'alive' },
       { t: 202_501, kernel: 'late', agent: 'late' },
+      { t: 203_008, kernel: 'stalled', agent: 'late' },
       { t: 204_000, kernel: 'stalled', agent: 'stalled' },
     ],
   },
@@ -413,6 +459,8 @@ describe('assessHeartbeat', () => {
     const vm = { running: true };
     expect(() => assessHeartbeat({ previous: undefined, sample, now: 0, vm }, { stallAfterPeriods: 1 })).toThrow(RangeError);
     expect(() => assessHeartbeat({ previous: undefined, sample, now: 0, vm }, { agentPeriodMs: 0 })).toThrow(/agentPeriodMs/);
+    expect(() => assessHeartbeat({ previous: undefined, sample, now: 0, vm }, { stallSlack: -0.1 })).toThrow(/stallSlack/);
+    expect(() => assessHeartbeat({ previous: undefined, sample, now: 0, vm }, { stallSlack: Number.NaN })).toThrow(/stallSlack/);
     expect(() => assessHeartbeat({ previous: undefined, sample, now: Number.NaN, vm })).toThrow(/now/);
     expect(() => assessHeartbeat({ previous: undefined, sample, now: 0, vm, kernelPeriodMs: -1 })).toThrow(/kernelPeriodMs/);
     const first = assessHeartbeat({ previous: undefined, sample, now: 1000, vm });

@@ -96,15 +96,29 @@ describe('kernel-heartbeat', () => {
     expect(alive.evidence).toMatchObject({ status: 'alive', ageMs: 0, beats: 2, delta: 1, expectedPeriodMs: PERIOD, agent: { status: 'no-agent' } });
     expect(alive.evidence?.jitter).toMatchObject({ count: 1, meanMs: PERIOD });
 
-    advance(1.6 * PERIOD);
+    advance(1.1 * PERIOD);
     const late = await run();
     expect(late.outcome).toBe('unknown'); // late is not a failure unless failOn: late
     expect(late.evidence?.status).toBe('late');
 
-    advance(2 * PERIOD);
+    // The bound from the ring (one interval of a period): 1000 + 8 + 1000 ms.
+    advance(PERIOD);
     const stalled = await run();
     expect(stalled.outcome).toBe('failure');
-    expect(stalled.evidence).toMatchObject({ status: 'stalled', ageMs: 3600 });
+    expect(stalled.evidence).toMatchObject({ status: 'stalled', ageMs: 2100 });
+    expect(stalled.detail).toMatch(/stalled at 2\.0 s: the period 1\.0 s \+ margin/);
+  });
+
+  test('asks to be polled at a quarter of the layout period (at least 100 ms), or at params.pollMs', async () => {
+    const { vm, run, probe } = await setup();
+    expect(probe.intervalMs()).toBeUndefined(); // no layout read yet: the scenario's period
+    vm.beat();
+    await run();
+    expect(probe.intervalMs()).toBe(PERIOD / 4);
+    const links = new QmpLinks({ connectTimeoutMs: 1000 });
+    cleanups.push(() => links.closeAll());
+    expect(new HeartbeatProbe('kernel', links, { pollMs: 700 }).intervalMs()).toBe(700);
+    expect(new HeartbeatProbe('agent', links, { assess: { agentPeriodMs: 200 } }).intervalMs()).toBe(100);
   });
 
   test('a paused VM is unknown with evidence, never a failure', async () => {
