@@ -1,4 +1,5 @@
-import { lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { readFileSync, unlinkSync } from 'node:fs';
+import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { QmpClient } from '../qmp/index.js';
@@ -39,10 +40,16 @@ export async function removeStaleDirs(parent: string): Promise<string[]> {
  * Guest memory through QMP `pmemsave`: QEMU writes the range to a file in a private directory
  * (mode 0700, created here), we read it back and remove it. QEMU must run on this host and be able
  * to write there (same user, or root). Each read is one QMP round trip plus a file write/read.
+ *
+ * The file is read and removed synchronously: QEMU has just written it (it is in the page cache) and
+ * the async readFile + rm took six thread-pool round trips (open, fstat, read, close, lstat, unlink),
+ * most of the CPU a read cost us. One file name is reused while no other read is pending.
  */
 export class PmemsaveMemory implements GuestMemory {
   readonly name: string;
   #seq = 0;
+  #pending = 0;
+  readonly #file0: string;
   #closed = false;
 
   private constructor(
@@ -51,6 +58,7 @@ export class PmemsaveMemory implements GuestMemory {
     label: string,
   ) {
     this.name = `pmemsave:${label}`;
+    this.#file0 = join(dir, 'r0.bin');
   }
 
   /**
@@ -69,17 +77,25 @@ export class PmemsaveMemory implements GuestMemory {
     if (this.#closed) throw new MemoryClosedError(this.name, addr, size);
     if (size === 0) return new Uint8Array(0);
     if (addr > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`addr: beyond 2^53 (0x${addr.toString(16)})`);
-    const file = join(this.dir, `r${this.#seq++}.bin`);
+    // Concurrent reads need their own files; a lone read reuses one name.
+    const file = this.#pending === 0 ? this.#file0 : join(this.dir, `r${++this.#seq}.bin`);
+    this.#pending += 1;
     try {
-      await this.qmp.pmemsave(Number(addr), size, file, { signal: opts.signal });
-      const data = await readFile(file, { signal: opts.signal });
+      await this.qmp.pmemsave(Number(addr), size, file, opts.signal ? { signal: opts.signal } : undefined);
+      opts.signal?.throwIfAborted();
+      const data = readFileSync(file);
       if (data.length !== size) throw new MemoryReadError(this.name, addr, size, `QEMU wrote ${data.length} bytes, expected ${size}`);
       return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     } catch (e) {
       if (e instanceof GuestMemoryError || opts.signal?.aborted) throw e;
       throw new MemoryReadError(this.name, addr, size, `pmemsave failed: ${(e as Error).message}`, { cause: e });
     } finally {
-      await rm(file, { force: true });
+      this.#pending -= 1;
+      try {
+        unlinkSync(file);
+      } catch {
+        // Not written (the command failed or was aborted before QEMU ran it), or already gone.
+      }
     }
   }
 
