@@ -12,12 +12,20 @@
  *  - userspace: the guest runs the agent-zone reader (`eve_diag.scenario=read-agent-zone`, 1 s), then
  *               `kill -STOP -1` is written to the console socket; the fault time is when the write
  *               completes. Expected: guest-userspace-hung (the kernel heartbeat stays alive).
+ *  - lockup:    a hard lockup with interrupts off while QEMU says `running`: the guest prints the address
+ *               of ksys_sync (/proc/kallsyms), the benchmark attaches QEMU's gdbstub for a moment (HMP
+ *               `gdbserver` on its own QMP socket), writes `cli; jmp .` there and detaches; the fault time
+ *               is when `sync` has been written to the console (1 vCPU: nothing else runs after it).
+ *               Expected: guest-kernel-hung.
  *  - pause:     QMP `stop` on a second QMP socket of the VM (the monitor holds the first); the fault
  *               time is when QEMU's reply arrives. Expected: vm-not-running and never a hang verdict,
  *               watched for as long as a stall would have taken to become a verdict.
  * Timings: `default` = the config defaults (period 10 s, timeout 1 s, failureThreshold 3) and `fast` =
  * period 1 s, timeout 1 s, failureThreshold 3. Scenarios: qmp-status + kernel-heartbeat (+
- * agent-heartbeat, agentPeriodSeconds 1, in the guests that run the agent loop), all at that timing.
+ * agent-heartbeat, agentPeriodSeconds 1, in the guests that run the agent loop), all at that timing;
+ * the heartbeat scenarios decide once (failureThreshold 1, their config default) and are read 4 times
+ * per beat period (the probe's own interval), whatever the scenario period. `--slack` runs the kernel
+ * stall rule at several stallSlack values (latency against tolerance of late beats).
  *
  * Before a userspace or pause fault the benchmark waits a random 0..period after the monitor saw the
  * guest healthy, so the fault lands at a random phase of the probe schedule (as the panic's boot delay
@@ -40,10 +48,11 @@ import { buildGuestImage } from '../build/guest-image.js';
 import { parseConfig } from '../monitor/config.js';
 import { readHostPressure, runMonitor } from '../monitor/daemon.js';
 import type { LogRecord } from '../monitor/manager.js';
+import { GdbClient } from '../host-reader/gdb/client.js';
 import { QmpClient } from '../host-reader/qmp/index.js';
 import { launchBenchGuest, LogTail, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
 
-const FAULTS = ['panic', 'userspace', 'pause'] as const;
+const FAULTS = ['panic', 'lockup', 'userspace', 'pause'] as const;
 type Fault = (typeof FAULTS)[number];
 
 interface Timing {
@@ -64,22 +73,26 @@ const TIMINGS: readonly Timing[] = [
 const KERNEL_PERIOD_MS = 1000;
 const KERNEL_BEAT_MS = 1024; // Linux 6.1 timer wheel: a 1 s _TZP is seen as 1024 ms (README)
 const AGENT_PERIOD_MS = 1000; // eve_diag.period=1 and agentPeriodSeconds: 1
-const STALL_PERIODS = 3; // assess.ts stallAfterPeriods default
+const AGENT_STALL_PERIODS = 3; // assess.ts stallAfterPeriods default (the agent's rule)
+const HEARTBEAT_POLL_MS = KERNEL_PERIOD_MS / 4; // monitor/probes/heartbeat.ts: 4 reads per beat period
 const AGENT_ZONE = '/sys/class/thermal/thermal_zone1/temp';
 const HANG: ReadonlySet<string> = new Set(['guest-panicked', 'guest-kernel-hung', 'guest-userspace-hung', 'guest-starved', 'app-unhealthy']);
 const EXPECTED: Record<Fault, ReadonlySet<string>> = {
   panic: new Set(['guest-kernel-hung', 'guest-panicked']),
+  lockup: new Set(['guest-kernel-hung']),
   userspace: new Set(['guest-userspace-hung']),
   pause: new Set(['vm-not-running']),
 };
 
-const USAGE = `usage: bash bench/run.sh detection [--runs N] [--jobs N] [--faults LIST] [--timings LIST]
-  --runs N        runs per (fault, timing) (default 3)
+const USAGE = `usage: bash bench/run.sh detection [--runs N] [--jobs N] [--faults LIST] [--timings LIST] [--slack LIST]
+  --runs N        runs per (fault, timing, slack) (default 3)
+  --slack LIST    comma-separated kernel stallSlack values, 0..10 (default 1, the config default)
   --jobs N        guests at a time (default 2; an idle TCG guest costs ~2 % of a core)
   --faults LIST   comma-separated: ${FAULTS.join(',')} (default all)
   --timings LIST  comma-separated: ${TIMINGS.map((t) => t.name).join(',')} (default all)`;
 
 interface Options {
+  slacks: number[];
   runs: number;
   jobs: number;
   faults: Fault[];
@@ -89,7 +102,7 @@ interface Options {
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
-    options: { runs: { type: 'string' }, jobs: { type: 'string' }, faults: { type: 'string' }, timings: { type: 'string' }, help: { type: 'boolean' } },
+    options: { runs: { type: 'string' }, jobs: { type: 'string' }, faults: { type: 'string' }, timings: { type: 'string' }, slack: { type: 'string' }, help: { type: 'boolean' } },
   });
   if (values.help === true) {
     console.log(USAGE);
@@ -108,7 +121,12 @@ function parseOptions(argv: string[]): Options {
     if (v === undefined) return [...all];
     return v.split(',').map((w) => all.find((x) => name(x) === w.trim()) ?? bad(`--${flag}: unknown ${JSON.stringify(w)} (known: ${all.map(name).join(', ')})`));
   };
+  const slack = (w: string): number => {
+    const n = Number(w.trim());
+    return w.trim() !== '' && Number.isFinite(n) && n >= 0 && n <= 10 ? n : bad(`--slack: numbers 0..10 (got ${JSON.stringify(w)})`);
+  };
   return {
+    slacks: values.slack === undefined ? [1] : values.slack.split(',').map(slack),
     runs: int('runs', values.runs, 3, 50),
     jobs: int('jobs', values.jobs, 2, 8),
     faults: list('faults', values.faults, FAULTS, (f) => f),
@@ -124,32 +142,26 @@ interface Bound {
 }
 
 /**
- * When a stall becomes a verdict. A heartbeat age is host time since the probe sample that last saw
- * the counter change, so its resolution is the probe period P. The last beat b lies within one beat
- * interval H before the fault; the sample that sees it (changedAt) comes within P after b; the first
- * `stalled` sample is k = ceil(S / P) periods after changedAt (S = 3 heartbeat periods); the verdict
- * needs F consecutive failures, so it comes at changedAt + (k + F - 1) P:
- *     latency in ((k + F - 1) P - H, (k + F) P]   (plus probe duration and timer slop)
- * which is within the coarse S + F P + P (3 beats for `stalled`, F probe periods, one period of phase).
- * When P divides S (P = 1 s here) the sample k periods after changedAt measures an age of k P give or
- * take the jitter of the probe durations, so it falls short of S about half the time and `stalled`
- * comes one period later: the upper bound is then (k + F + 1) P.
- * A pause is seen by the next sample of any scenario (QEMU's run state is in every probe's evidence
- * and the classifier takes it as is, with no threshold): latency in (0, P].
+ * When a stall becomes a verdict. A heartbeat age is host time since the read that first saw the
+ * counter change, and the heartbeat is read every q (a quarter of its period, HEARTBEAT_POLL_MS).
+ * The kernel is stalled at an age of T = E + 8 ms + slack * Pk, E the longest interval its ring leads
+ * us to expect (KERNEL_BEAT_MS on a steady guest: the 6.1 timer wheel beats every 1024 ms); the agent
+ * at T = 3 agent periods. The last beat b lies within one beat interval H before the fault; the read
+ * that sees it comes within q after b; the first read past T comes within q after that, and one
+ * failing run is the verdict (failureThreshold 1):
+ *     latency in (T - H, T + 2q]   (plus probe duration and timer slop)
+ * A pause is seen by the next read of any scenario (QEMU's run state is in every probe's evidence,
+ * and the heartbeat follows QMP events): latency in (0, P].
  */
-function bound(fault: Fault, t: Timing): Bound {
-  const P = t.periodMs;
-  const F = t.failureThreshold;
-  if (fault === 'pause') return { loMs: 0, hiMs: P };
-  const S = STALL_PERIODS * (fault === 'panic' ? KERNEL_PERIOD_MS : AGENT_PERIOD_MS);
-  const H = fault === 'panic' ? KERNEL_BEAT_MS : AGENT_PERIOD_MS;
-  const k = Math.ceil(S / P);
-  return { loMs: (k + F - 1) * P - H, hiMs: (k + F + (S % P === 0 ? 1 : 0)) * P };
+function stallMs(fault: Fault, slack: number): number {
+  return fault === 'userspace' ? AGENT_STALL_PERIODS * AGENT_PERIOD_MS : KERNEL_BEAT_MS + 8 + slack * KERNEL_PERIOD_MS;
 }
 
-function coarseBoundMs(fault: Fault, t: Timing): number {
-  if (fault === 'pause') return t.periodMs;
-  return STALL_PERIODS * (fault === 'panic' ? KERNEL_PERIOD_MS : AGENT_PERIOD_MS) + t.failureThreshold * t.periodMs + t.periodMs;
+function bound(fault: Fault, t: Timing, slack: number): Bound {
+  if (fault === 'pause') return { loMs: 0, hiMs: t.periodMs };
+  const T = stallMs(fault, slack);
+  const H = fault === 'userspace' ? AGENT_PERIOD_MS : KERNEL_BEAT_MS;
+  return { loMs: T - H, hiMs: T + 2 * HEARTBEAT_POLL_MS };
 }
 
 // --- one run -----------------------------------------------------------------------------------------
@@ -210,6 +222,7 @@ class Recorder {
 interface Job {
   fault: Fault;
   timing: Timing;
+  slack: number;
   rep: number;
 }
 
@@ -239,6 +252,8 @@ interface RunResult extends Job {
   watchedMs?: number;
   /** pause: `stop` sent to its reply, ms. */
   stopReplyMs?: number;
+  /** lockup: how long the gdbstub kept the VM stopped to write the loop, ms. */
+  gdbPauseMs?: number;
   note?: string;
 }
 
@@ -249,7 +264,7 @@ interface Shared {
   qemuVersion?: string;
 }
 
-function configText(guest: BenchGuest, layout: string, spool: string, t: Timing, agent: boolean): string {
+function configText(guest: BenchGuest, layout: string, spool: string, t: Timing, agent: boolean, slack: number): string {
   return `${t.yaml}spool: { dir: ${JSON.stringify(spool)} }
 apps:
   - name: vm
@@ -263,7 +278,7 @@ apps:
       - name: run-state
         probe: { type: qmp-status }
       - name: kernel
-        probe: { type: kernel-heartbeat }
+        probe: { type: kernel-heartbeat, params: { stallSlack: ${slack} } }
 ${agent ? `      - name: agent\n        probe: { type: agent-heartbeat, params: { agentPeriodSeconds: ${AGENT_PERIOD_MS / 1000} } }\n` : ''}    diagnostics:
       collectors: []
 `;
@@ -316,18 +331,53 @@ function consoleWrite(path: string, text: string): Promise<number> {
   });
 }
 
+/**
+ * Makes the guest's next `sync` a hard lockup: reads ksys_sync's address from the guest's kallsyms
+ * (printed on the console), stops the VM through its gdbstub (HMP `gdbserver` on the bench's QMP
+ * socket), writes `cli; jmp .` there and detaches. Resolves with how long the VM was stopped, ms.
+ */
+async function armLockup(guest: BenchGuest, qmp: QmpClient): Promise<number> {
+  const tail = new LogTail(guest.consoleLogPath);
+  await tail.poll(); // from here on
+  await consoleWrite(guest.consolePath, "echo 0 > /proc/sys/kernel/kptr_restrict; grep ' ksys_sync$' /proc/kallsyms\n");
+  let addr: bigint | undefined;
+  let seen = '';
+  for (const deadline = performance.now() + 10_000; addr === undefined; ) {
+    seen += await tail.poll();
+    const m = /([0-9a-f]{16}) [Tt] ksys_sync\r?$/m.exec(seen);
+    if (m !== null) addr = BigInt(`0x${m[1]}`);
+    else if (performance.now() > deadline) throw new Error(`no ksys_sync address on the console: ${seen.slice(-300)}`);
+    else await sleep(50);
+  }
+  const sock = join(guest.dir, 'gdb.sock');
+  await qmp.hmp(`gdbserver unix:${sock},server=on,wait=off`);
+  const t0 = performance.now();
+  const gdb = await GdbClient.connect({ path: sock });
+  try {
+    await gdb.writeMemory(addr, Buffer.from([0xfa, 0xeb, 0xfe])); // cli; jmp .
+    await gdb.detach();
+  } finally {
+    await gdb.close();
+  }
+  const pausedMs = performance.now() - t0;
+  await qmp.hmp('gdbserver none').catch(() => undefined);
+  return pausedMs;
+}
+
 async function runOne(job: Job, sh: Shared): Promise<RunResult> {
   const { fault, timing: t } = job;
-  const agent = fault !== 'panic';
+  const agent = fault === 'userspace' || fault === 'pause';
   const append =
     fault === 'panic'
       ? `quiet panic=0 eve_diag.scenario=panic eve_diag.delay=${panicDelayS(t)}`
-      : `quiet eve_diag.scenario=read-agent-zone eve_diag.zone_path=${AGENT_ZONE} eve_diag.period=${AGENT_PERIOD_MS / 1000}`;
-  const b = bound(fault, t);
+      : fault === 'lockup'
+        ? 'quiet'
+        : `quiet eve_diag.scenario=read-agent-zone eve_diag.zone_path=${AGENT_ZONE} eve_diag.period=${AGENT_PERIOD_MS / 1000}`;
+  const b = bound(fault, t, job.slack);
   const t0 = performance.now();
   let guest: BenchGuest;
   try {
-    guest = await launchBenchGuest({ table: sh.table, append, benchQmp: fault === 'pause' });
+    guest = await launchBenchGuest({ table: sh.table, append, benchQmp: fault === 'pause' || fault === 'lockup' });
   } catch (e) {
     return { ...job, bootMs: performance.now() - t0, verdictsAfter: [], warm: false, note: `boot failed: ${(e as Error).message.split('\n')[0]}` };
   }
@@ -339,11 +389,12 @@ async function runOne(job: Job, sh: Shared): Promise<RunResult> {
   let benchQmp: QmpClient | undefined;
   try {
     const file = join(guest.dir, 'monitor.yaml');
-    const text = configText(guest, sh.layout, join(guest.dir, 'spool'), t, agent);
+    const text = configText(guest, sh.layout, join(guest.dir, 'spool'), t, agent, job.slack);
     await writeFile(file, text);
     const config = parseConfig(text, file);
     const timing = config.apps[0]?.scenarios.map((s) => s.timing);
-    if (!timing?.every((x) => x.periodMs === t.periodMs && x.timeoutMs === t.timeoutMs && x.failureThreshold === t.failureThreshold)) {
+    const heartbeatF = config.apps[0]?.scenarios.filter((s) => s.probe.type.endsWith('-heartbeat')).map((s) => s.timing.failureThreshold);
+    if (!timing?.every((x) => x.periodMs === t.periodMs && x.timeoutMs === t.timeoutMs) || !heartbeatF?.every((f) => f === 1)) {
       throw new Error(`config timing is not ${t.name}: ${JSON.stringify(timing)}`);
     }
     const rec = new Recorder(config.apps[0]?.scenarios.map((s) => s.name) ?? []);
@@ -366,10 +417,13 @@ async function runOne(job: Job, sh: Shared): Promise<RunResult> {
     } else {
       const healthy = await rec.waitFor(() => rec.healthyAt !== undefined, 2 * t.periodMs + 30_000, ac.signal);
       if (healthy === undefined) throw new Error(`monitor did not see the guest healthy: ${JSON.stringify(Object.fromEntries(rec.results))}, verdict ${rec.verdict}`);
-      if (fault === 'pause') benchQmp = await QmpClient.connect({ path: guest.benchQmpPath });
-      await sleep(randomInt(0, t.periodMs)); // a random phase of the probe schedule
+      if (fault === 'pause' || fault === 'lockup') benchQmp = await QmpClient.connect({ path: guest.benchQmpPath });
+      if (fault === 'lockup') result.gdbPauseMs = await armLockup(guest, benchQmp as QmpClient);
+      await sleep(randomInt(0, Math.max(t.periodMs, KERNEL_PERIOD_MS))); // a random phase of the probe schedule and of the beat
       if (ac.signal.aborted) throw new Error('aborted');
-      if (fault === 'userspace') {
+      if (fault === 'lockup') {
+        faultAt = await consoleWrite(guest.consolePath, 'sync\n');
+      } else if (fault === 'userspace') {
         faultAt = await consoleWrite(guest.consolePath, 'kill -STOP -1\n');
       } else {
         // The fault time is when `stop` is sent: QEMU pauses before it replies, and a probe of the
@@ -406,7 +460,7 @@ async function runOne(job: Job, sh: Shared): Promise<RunResult> {
     }
     if (fault === 'pause') {
       // Watch as long as a stall would have taken to become a verdict (the upper bound of the heartbeat case).
-      const watchUntil = faultAt + bound('panic', t).hiMs + 2000;
+      const watchUntil = faultAt + Math.max(bound('panic', t, job.slack).hiMs, AGENT_STALL_PERIODS * AGENT_PERIOD_MS) + 2000;
       const wait = watchUntil - performance.now();
       if (wait > 0) await rec.waitFor(() => false, wait, ac.signal);
       result.watchedMs = performance.now() - faultAt;
@@ -444,56 +498,62 @@ async function qemuVersion(): Promise<string> {
 const s1 = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) ? '-' : (ms / 1000).toFixed(1));
 const s2 = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) ? '-' : (ms / 1000).toFixed(2));
 
+function quantile(sorted: readonly number[], q: number): number | undefined {
+  return sorted.length === 0 ? undefined : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
 function printReport(results: readonly RunResult[], o: Options, header: string[]): void {
-  const rows: string[][] = [['fault', 'timing', 'runs', 'min s', 'mean s', 'max s', 'verdict seen', 'bound s', 'coarse s']];
+  const rows: string[][] = [['fault', 'timing', 'slack', 'runs', 'min s', 'p50 s', 'p95 s', 'max s', 'verdict seen', 'bound s']];
   for (const fault of o.faults) {
     for (const t of o.timings) {
-      const rs = results.filter((r) => r.fault === fault && r.timing.name === t.name);
-      const ok = rs.filter((r) => r.latencyMs !== undefined && r.warm);
-      const lat = ok.map((r) => r.latencyMs as number);
-      const counts = new Map<string, number>();
-      for (const r of rs) {
-        const v = r.verdict === undefined ? 'none' : EXPECTED[fault].has(r.verdict) ? r.verdict : `${r.verdict} (!)`;
-        counts.set(v, (counts.get(v) ?? 0) + 1);
+      for (const slack of fault === 'pause' || fault === 'userspace' ? [o.slacks[0] as number] : o.slacks) {
+        const rs = results.filter((r) => r.fault === fault && r.timing.name === t.name && (fault === 'pause' || fault === 'userspace' || r.slack === slack));
+        const ok = rs.filter((r) => r.latencyMs !== undefined && r.warm);
+        const lat = ok.map((r) => r.latencyMs as number).sort((a, b) => a - b);
+        const counts = new Map<string, number>();
+        for (const r of rs) {
+          const v = r.verdict === undefined ? 'none' : EXPECTED[fault].has(r.verdict) ? r.verdict : `${r.verdict} (!)`;
+          counts.set(v, (counts.get(v) ?? 0) + 1);
+        }
+        let seen = [...counts].map(([v, n]) => `${v} x${n}`).join(', ');
+        if (fault === 'pause') {
+          const hangs = rs.reduce((n, r) => n + (r.hangVerdicts?.length ?? 0), 0);
+          seen += hangs === 0 ? ', no hang verdict' : `, ${hangs} HANG VERDICT(S)`;
+        }
+        const b = bound(fault, t, slack);
+        rows.push([
+          fault,
+          `${t.name} (P ${t.periodMs / 1000} s)`,
+          fault === 'pause' || fault === 'userspace' ? '-' : String(slack),
+          ok.length === rs.length ? String(rs.length) : `${ok.length}/${rs.length}`,
+          s2(lat[0]),
+          s2(quantile(lat, 0.5)),
+          s2(quantile(lat, 0.95)),
+          s2(lat[lat.length - 1]),
+          seen,
+          `${s1(b.loMs)}..${s2(b.hiMs)}`,
+        ]);
       }
-      let seen = [...counts].map(([v, n]) => `${v} x${n}`).join(', ');
-      if (fault === 'pause') {
-        const hangs = rs.reduce((n, r) => n + (r.hangVerdicts?.length ?? 0), 0);
-        seen += hangs === 0 ? ', no hang verdict' : `, ${hangs} HANG VERDICT(S)`;
-      }
-      const b = bound(fault, t);
-      rows.push([
-        fault,
-        `${t.name} (P ${t.periodMs / 1000} s, timeout ${t.timeoutMs / 1000} s, F ${t.failureThreshold})`,
-        ok.length === rs.length ? String(rs.length) : `${ok.length}/${rs.length}`,
-        s2(lat.length ? Math.min(...lat) : undefined),
-        s2(lat.length ? lat.reduce((a, x) => a + x, 0) / lat.length : undefined),
-        s2(lat.length ? Math.max(...lat) : undefined),
-        seen,
-        `${s1(b.loMs)}..${s1(b.hiMs)}`,
-        `<= ${s1(coarseBoundMs(fault, t))}`,
-      ]);
     }
   }
   const widths = (rows[0] ?? []).map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  const numeric = new Set([2, 3, 4, 5]);
+  const numeric = new Set([2, 3, 4, 5, 6, 7]);
   for (const h of header) console.log(h);
   console.log('');
   for (const r of rows) console.log(r.map((x, c) => (numeric.has(c) ? x.padStart(widths[c] ?? 0) : x.padEnd(widths[c] ?? 0))).join('  ').trimEnd());
   console.log('');
   console.log('latency: host time from the fault to the first log record with a trouble verdict: the expected one (panic:');
-  console.log('  guest-kernel-hung|guest-panicked, userspace: guest-userspace-hung, pause: vm-not-running) or any hang verdict (guest-starved...);');
+  console.log('  guest-kernel-hung|guest-panicked, lockup: guest-kernel-hung, userspace: guest-userspace-hung, pause: vm-not-running) or any hang verdict (guest-starved...);');
   console.log('  "(!)" marks an unexpected one (the runs below say why and whether the expected one followed). runs "a/b": a runs');
   console.log('  counted of b (a fault before the monitor saw the guest healthy, or no verdict at all, is not counted).');
-  console.log('bound: heartbeat stalls ((k+F-1)P - H, (k+F)P] with k = ceil(S/P), S = 3 heartbeat periods (3 s), H = beat interval');
-  console.log('  (kernel 1.024 s, agent ~1 s), plus probe duration; when P divides S, (k+F+1)P: the k-th sample after the last change');
-  console.log('  measures an age of k*P +/- the jitter of probe durations and misses S about half the time. pause: (0, P].');
-  console.log('  coarse: S + F*P + P (3 beats for stalled + F probe periods + one period of phase).');
+  console.log(`bound: (T - H, T + 2q]: the kernel is stalled at an age of T = E + 8 ms + slack * ${KERNEL_PERIOD_MS / 1000} s (E = ${KERNEL_BEAT_MS} ms, the`);
+  console.log(`  steady ring), the agent at 3 of its periods; H = beat interval; q = ${HEARTBEAT_POLL_MS} ms between heartbeat reads; one failing run`);
+  console.log('  is the verdict (failureThreshold 1); plus probe duration. pause: (0, P]. slack: the kernel stallSlack of the run.');
   console.log('');
   console.log('runs:');
   for (const r of results) {
     const parts = [
-      `${r.fault} ${r.timing.name} #${r.rep}:`,
+      `${r.fault} ${r.timing.name} slack ${r.slack} #${r.rep}:`,
       `boot ${s1(r.bootMs)} s`,
       r.warmMs !== undefined ? `healthy after ${s1(r.warmMs)} s` : 'never healthy',
       r.faultAfterStartMs !== undefined ? `fault at ${s1(r.faultAfterStartMs)} s` : 'no fault',
@@ -502,6 +562,7 @@ function printReport(results: readonly RunResult[], o: Options, header: string[]
       ...(r.verdict !== undefined && !EXPECTED[r.fault].has(r.verdict) ? [`reason: ${r.reason ?? '?'}`] : []),
       `PSI cpu some avg10 ${r.psiAtFault ?? '-'}% at the fault, ${r.psiAtVerdict ?? '-'}% at the verdict`,
       ...(r.stopReplyMs !== undefined ? [`stop replied in ${r.stopReplyMs.toFixed(0)} ms`] : []),
+      ...(r.gdbPauseMs !== undefined ? [`gdbstub stopped the VM for ${r.gdbPauseMs.toFixed(0)} ms to arm the lockup`] : []),
       `verdicts after the fault: ${r.verdictsAfter.join(' -> ') || '-'}`,
       ...(r.watchedMs !== undefined
         ? [`watched ${s1(r.watchedMs)} s: hang verdicts ${r.hangVerdicts?.length ?? 0}, heartbeat scenario failures ${r.heartbeatFailures?.length ?? 0}`]
@@ -542,7 +603,12 @@ async function main(): Promise<void> {
     // Longest runs first (default timing), so the parallel slots end together.
     const jobs: Job[] = [];
     for (const t of [...o.timings].sort((a, b) => b.periodMs - a.periodMs)) {
-      for (let rep = 1; rep <= o.runs; rep++) for (const fault of o.faults) jobs.push({ fault, timing: t, rep });
+      for (let rep = 1; rep <= o.runs; rep++) {
+        for (const fault of o.faults) {
+          // The agent's rule and a pause do not depend on the kernel's slack: once per timing.
+          for (const slack of fault === 'pause' || fault === 'userspace' ? [o.slacks[0] as number] : o.slacks) jobs.push({ fault, timing: t, slack, rep });
+        }
+      }
     }
     const results: RunResult[] = [];
     let next = 0;
@@ -553,13 +619,13 @@ async function main(): Promise<void> {
         const r = await runOne(job, sh);
         results.push(r);
         console.error(
-          `[${s1(performance.now() - began)} s] ${job.fault} ${job.timing.name} #${job.rep}: ` +
+          `[${s1(performance.now() - began)} s] ${job.fault} ${job.timing.name} slack ${job.slack} #${job.rep}: ` +
             (r.latencyMs !== undefined ? `${r.verdict} after ${(r.latencyMs / 1000).toFixed(2)} s` : `no verdict (${r.note ?? '?'})`),
         );
       }
     };
     await Promise.all(Array.from({ length: Math.min(o.jobs, jobs.length) }, worker));
-    const order = (r: RunResult) => o.faults.indexOf(r.fault) * 1000 + o.timings.indexOf(r.timing) * 100 + r.rep;
+    const order = (r: RunResult) => o.faults.indexOf(r.fault) * 100_000 + o.timings.indexOf(r.timing) * 10_000 + o.slacks.indexOf(r.slack) * 100 + r.rep;
     results.sort((a, b) => order(a) - order(b));
     printReport(results, o, [
       'eve-diag monitor: detection latency, fault in a real guest -> verdict',
