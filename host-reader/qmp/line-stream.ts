@@ -168,10 +168,14 @@ export class LineStream {
         }
         return;
       }
-      this.#partial.push(piece);
-      let bytes = Buffer.concat(this.#partial, this.#partialBytes + piece.length);
-      this.#partial = [];
-      this.#partialBytes = 0;
+      // A line that came in one chunk (a QMP reply, nearly always) is decoded where it lies, no copy.
+      let bytes = piece;
+      if (this.#partial.length > 0) {
+        this.#partial.push(piece);
+        bytes = Buffer.concat(this.#partial, this.#partialBytes + piece.length);
+        this.#partial = [];
+        this.#partialBytes = 0;
+      }
       if (bytes.length > 0 && bytes[bytes.length - 1] === CARRIAGE_RETURN) bytes = bytes.subarray(0, -1);
       // Invalid UTF-8 becomes U+FFFD: decoding never throws.
       this.#push(bytes.toString('utf8'));
