@@ -20,6 +20,7 @@ import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
 import { FileBackedMemory } from '../host-reader/memory/file-backed.js';
 import type { GuestMemory } from '../host-reader/memory/guest-memory.js';
 import { PmemsaveMemory } from '../host-reader/memory/pmemsave.js';
+import { ProcMemory } from '../host-reader/memory/procmem.js';
 import { XpMemory } from '../host-reader/memory/xp.js';
 import { QmpClient } from '../host-reader/qmp/index.js';
 import { RegionReader } from '../host-reader/reader.js';
@@ -560,13 +561,17 @@ async function main(): Promise<void> {
       const s = await reader.read();
       if (s.discovery !== undefined) throw new Error(`${name}: a read rescanned: the cached address stopped verifying`);
     };
+    const procmem = await ProcMemory.open(qmp, { pid: guest.pid });
+    toClose.push(procmem);
     const readers = new Map<string, RegionReader>();
-    for (const [name, memory] of [['pmemsave', pmem], ['xp', xp], ['file-backed', file]] as const) {
+    for (const [name, memory] of [['procmem', procmem], ['pmemsave', pmem], ['xp', xp], ['file-backed', file]] as const) {
       const reader = new RegionReader(qmp, memory, layout);
-      await reader.locate();
+      const found = await reader.locate();
+      if (found.address !== address) throw new Error(`${name} found the table at 0x${found.address.toString(16)}, not 0x${address.toString(16)}`);
       readers.set(name, reader);
     }
     const readPaths: ReadPath[] = [
+      { name: 'procmem', polls: o.polls, read: checked('procmem', readers.get('procmem') as RegionReader) },
       { name: 'pmemsave', polls: o.polls, read: checked('pmemsave', readers.get('pmemsave') as RegionReader) },
       { name: 'xp', polls: o.xpPolls, read: checked('xp', readers.get('xp') as RegionReader) },
       { name: 'file-backed', polls: o.polls, read: checked('file-backed', readers.get('file-backed') as RegionReader) },
