@@ -167,6 +167,7 @@ export class HeartbeatProbe implements Probe {
       ...(report.restartReason !== undefined ? { restartReason: report.restartReason } : {}),
       ...(report.kernel.jitter !== undefined ? { jitter: report.kernel.jitter } : {}),
       ...(report.kernel.guestIntervalMs !== undefined ? { guestIntervalMs: report.kernel.guestIntervalMs } : {}),
+      ...(this.signal === 'kernel' && report.kernel.stallAfterMs !== undefined ? { stallAfterMs: Math.round(report.kernel.stallAfterMs) } : {}),
       [this.signal === 'kernel' ? 'agent' : 'kernel']: { status: other.status, ...pick(other) },
       ...(readError !== undefined ? { readError: readError.message } : {}),
     };

@@ -105,7 +105,7 @@ describe('kernel-heartbeat', () => {
     advance(PERIOD);
     const stalled = await run();
     expect(stalled.outcome).toBe('failure');
-    expect(stalled.evidence).toMatchObject({ status: 'stalled', ageMs: 2100 });
+    expect(stalled.evidence).toMatchObject({ status: 'stalled', ageMs: 2100, stallAfterMs: 2008 });
     expect(stalled.detail).toMatch(/stalled at 2\.0 s: the period 1\.0 s \+ margin/);
   });
 
