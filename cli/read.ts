@@ -15,9 +15,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * after the first (capped at 10 s); `--once` reports the first sample alone.
  */
 export async function read(flags: ReadFlags, out: (s: string) => void): Promise<void> {
-  const { qmpPath, memory } = resolveTarget(flags);
+  const { qmpPath, memory, pid } = resolveTarget(flags);
   const layout = await loadLayoutFlag(flags.layout);
-  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath });
+  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath, ...(pid !== undefined ? { pid } : {}) });
   try {
     let p = await s.poller.poll();
     const discovery = p.snapshot?.discovery;
@@ -26,7 +26,9 @@ export async function read(flags: ReadFlags, out: (s: string) => void): Promise<
       p = await s.poller.poll();
       if (p.snapshot && discovery && !p.snapshot.discovery) p.snapshot.discovery = discovery;
     }
-    out(flags.json ? JSON.stringify(pollJson(p, { qmp: qmpPath })) : pollText(p, { target: qmpPath }));
+    const choice = s.memoryChoice;
+    const mem = choice === undefined ? undefined : { path: choice.path, note: choice.note, ...(choice.pid !== undefined ? { pid: choice.pid.pid } : {}) };
+    out(flags.json ? JSON.stringify(pollJson(p, { qmp: qmpPath, ...(mem ? { memory: mem } : {}) })) : `${pollText(p, { target: qmpPath })}${mem ? `\nmemory    ${mem.note}` : ''}`);
     if (p.error && !p.snapshot) throw p.error;
   } finally {
     await s.close();

@@ -11,6 +11,7 @@ export interface TargetFlags {
   layout: string;
   memory: string;
   memPath?: string;
+  pid?: string;
 }
 
 export function addTargetOptions(c: Command): Command {
@@ -24,10 +25,11 @@ export function addTargetOptions(c: Command): Command {
         'the pid from EVE\'s pidfile or the QMP socket\'s owner) where allowed, else pmemsave',
       DEFAULT_MEMORY_PATH,
     )
-    .option('--mem-path <file>', 'with --memory file: the memory-backend-file mem-path of the VM');
+    .option('--mem-path <file>', 'with --memory file: the memory-backend-file mem-path of the VM')
+    .option('--pid <pid>', "with --memory procmem or auto: QEMU's pid (default: EVE's pidfile, else the owner of the QMP socket)");
 }
 
-export function resolveTarget(f: TargetFlags): { qmpPath: string; memory: MemoryPath } {
+export function resolveTarget(f: TargetFlags): { qmpPath: string; memory: MemoryPath; pid?: number } {
   if (f.qmp && f.eveDom) throw new UsageError('--qmp', f.qmp, 'give either --qmp or --eve-dom, not both');
   if (f.eveDom !== undefined && !EVE_DOM_RE.test(f.eveDom)) {
     throw new UsageError('--eve-dom', f.eveDom, 'an EVE domain name (letters, digits, . _ -)');
@@ -38,7 +40,12 @@ export function resolveTarget(f: TargetFlags): { qmpPath: string; memory: Memory
     throw new UsageError('--memory', f.memory, `one of ${MEMORY_PATHS.join(', ')}`);
   }
   if (f.memory === 'file' && !f.memPath) throw new UsageError('--mem-path', undefined, 'required with --memory file');
-  return { qmpPath, memory: f.memory as MemoryPath };
+  if (f.pid === undefined) return { qmpPath, memory: f.memory as MemoryPath };
+  if (f.memory !== 'procmem' && f.memory !== 'auto') throw new UsageError('--pid', f.pid, `only read with --memory procmem or auto (got --memory ${f.memory})`);
+  const pid = Number(f.pid);
+  // Linux pids are at most 2^22 (pid_max's limit).
+  if (!/^\d{1,7}$/.test(f.pid) || pid < 1 || pid > 4_194_304) throw new UsageError('--pid', f.pid, 'a process id, 1..4194304');
+  return { qmpPath, memory: f.memory as MemoryPath, pid };
 }
 
 /** `--layout FILE`: a bad file is a usage error naming the flag. */

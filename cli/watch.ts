@@ -16,7 +16,7 @@ interface WatchFlags extends TargetFlags {
  * --json). Ends on SIGINT/SIGTERM, after --count polls, or when QEMU goes away (exit 1).
  */
 export async function watch(flags: WatchFlags, out: (s: string) => void, signal?: AbortSignal): Promise<void> {
-  const { qmpPath, memory } = resolveTarget(flags);
+  const { qmpPath, memory, pid } = resolveTarget(flags);
   const layout = await loadLayoutFlag(flags.layout);
   const intervalMs = flags.interval === undefined ? Math.max(100, Math.min(1000, layout.kernel.periodMs / 2)) : Number(flags.interval);
   if (!Number.isInteger(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) {
@@ -31,7 +31,7 @@ export async function watch(flags: WatchFlags, out: (s: string) => void, signal?
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const tty = !flags.json && process.stdout.isTTY === true;
-  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath });
+  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath, ...(pid !== undefined ? { pid } : {}) });
   let drawn = 0;
   try {
     for (let i = 0; i < count && !ac.signal.aborted; i++) {
@@ -41,9 +41,10 @@ export async function watch(flags: WatchFlags, out: (s: string) => void, signal?
         throw e;
       });
       if (!p) break;
-      if (flags.json) out(JSON.stringify(pollJson(p, { time: new Date().toISOString() })));
+      const memoryPath = s.memoryChoice?.path;
+      if (flags.json) out(JSON.stringify(pollJson(p, { time: new Date().toISOString(), ...(memoryPath ? { memory: memoryPath } : {}) })));
       else {
-        const text = pollText(p, { color: tty, target: qmpPath });
+        const text = `${pollText(p, { color: tty, target: qmpPath })}${s.memoryChoice ? `\nmemory    ${s.memoryChoice.note}` : ''}`;
         // Redraw in place: move up over the previous frame and clear it.
         out((tty && drawn ? `\x1b[${drawn}F\x1b[J` : i ? '\n' : '') + text);
         drawn = text.split('\n').length;

@@ -37,6 +37,11 @@ describe('eve-diag read / watch against a real guest', () => {
     expect(j.table.checksumOk).toBe(true);
     expect(j.kernel.status).toBe('alive');
     expect(j.discovery.reads).toBeGreaterThan(0);
+    // auto picked procmem here (root): the pid is QEMU's, found as the QMP socket's owner.
+    expect(j.memory).toMatchObject({ path: 'procmem', pid: guest.pid });
+    const forced = JSON.parse((await runCli('read', '--qmp', guest.qmpPath, '--layout', layoutFile, '--json', '--once', '--memory', 'procmem', '--pid', String(guest.pid))).out);
+    expect(forced.memory).toMatchObject({ path: 'procmem', pid: guest.pid });
+    expect(forced.table.address).toBe(j.table.address);
   });
 
   test('read through xp gives the same table address; text output names the statuses', async () => {
