@@ -153,9 +153,23 @@ UPDATE reports SET
 `;
 }
 
+/**
+ * v3: the newest stored reports of an app, a node or a verdict straight from an index (the fleet page
+ * reads the latest report of every app; the report list pages by key, newest first): through
+ * reports_node_app and reports_verdict they read and sorted every matching report (bench/controller.ts).
+ */
+function v3(): string {
+  return `
+CREATE INDEX reports_latest ON reports (node_id, app, status, key);
+CREATE INDEX reports_node_latest ON reports (node_id, status, key);
+CREATE INDEX reports_verdict_latest ON reports (verdict, status, key);
+`;
+}
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial schema', sql: { sqlite: v1('sqlite'), postgres: v1('postgres') } },
   { version: 2, name: 'findings summary on reports', sql: { sqlite: v2(), postgres: v2() } },
+  { version: 3, name: 'indexes of the newest reports per app, node and verdict', sql: { sqlite: v3(), postgres: v3() } },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

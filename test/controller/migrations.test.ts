@@ -117,6 +117,35 @@ describe.each(backends)('$name', (b) => {
     }
   });
 
+  test('from version 2: migration 3 adds the indexes of the newest reports per app, node and verdict; the fleet and the list read through them', async () => {
+    const where = await b.location();
+    await (await openStore(where, { migrateTo: 2 })).close();
+    const indexes = async () =>
+      (await b.sql(where, b.name === 'SQLite' ? "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'reports'" : "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'reports'")).map((r) => String(r['name']));
+    for (const i of ['reports_latest', 'reports_node_latest', 'reports_verdict_latest']) expect(await indexes()).not.toContain(i);
+    const now = '2026-12-01T10:00:00.000Z';
+    await b.sql(where, 'INSERT INTO nodes (name, created_at) VALUES (?, ?)', ['edge-1', now]);
+    const nodeId = Number((await b.sql(where, 'SELECT id FROM nodes'))[0]?.['id']);
+    for (const [i, status] of ['stored', 'stored', 'pending'].entries()) {
+      await b.sql(
+        where,
+        "INSERT INTO reports (node_id, report_id, app, verdict, reason, created_at, received_at, stored_at, status, manifest, manifest_sha256, total_bytes) VALUES (?, ?, 'vm1', 'guest-panicked', 'r', ?, ?, ?, ?, '{}', 'x', 10)",
+        [nodeId, `rep-${i}`, `2026-12-01T10:00:0${i}.000Z`, now, now, status],
+      );
+    }
+    await b.sql(where, "INSERT INTO events (node_id, event_id, app, verdict, reason, at, received_at, data) VALUES (?, 'e1', 'vm1', 'guest-panicked', 'r', ?, ?, '{\"kernel\":null,\"agent\":null}')", [nodeId, now, now]);
+    const store = await openStore(where);
+    try {
+      expect(await indexes()).toEqual(expect.arrayContaining(['reports_latest', 'reports_node_latest', 'reports_verdict_latest']));
+      const second = (await b.sql(where, "SELECT key FROM reports WHERE report_id = 'rep-1'"))[0]?.['key'];
+      expect((await store.fleet()).map((f) => [f.node, f.app, f.verdict, f.since, f.lastReportKey, f.lastReportAt])).toEqual([['edge-1', 'vm1', 'guest-panicked', now, Number(second), '2026-12-01T10:00:01.000Z']]);
+      expect((await store.listReports({ verdict: 'guest-panicked', limit: 1 })).map((r) => r.reportId)).toEqual(['rep-1']);
+      expect((await store.listReports({ node: 'edge-1', before: Number(second) })).map((r) => r.reportId)).toEqual(['rep-0']);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a database newer than this controller is refused, and left as it is', async () => {
     const where = await b.location();
     await (await openStore(where)).close();
