@@ -122,18 +122,18 @@ const cases: Case[] = [
     steps: [
       { t: 0, k: 10 },
       { t: 1000, k: 11, kernel: 'alive' },
-      { t: 3018, kernel: 'late' },
-      { t: 3019, kernel: 'stalled' }, // E = mean + 4 sd = 1000.5 + 4 * 2.40 = 1010.1 (> the longest, 1004), + 8 + 1000
+      { t: 3011, kernel: 'late' },
+      { t: 3012, kernel: 'stalled' }, // E = the longest, 1004, + 8 + 1000
     ],
   },
   {
-    name: 'recorded intervals widen the bound (one beat took 1.6 s: E = mean + 4 sd)',
-    ringMs: [1000, 1600, 1000, 1000, 1000, 1000, 1000, 1000], // mean 1075, sd 198.4
+    name: 'recorded intervals widen the bound (one beat took 1.6 s)',
+    ringMs: [1000, 1600, 1000, 1000, 1000, 1000, 1000, 1000],
     steps: [
       { t: 0, k: 10 },
       { t: 1000, k: 11, kernel: 'alive' },
-      { t: 3876, kernel: 'late' },
-      { t: 3877, kernel: 'stalled' }, // 1075 + 4 * 198.43 + 8 + 1000 = 3876.7
+      { t: 3607, kernel: 'late' },
+      { t: 3608, kernel: 'stalled' }, // 1600 + 8 + 1000
     ],
   },
   {
@@ -143,17 +143,17 @@ const cases: Case[] = [
       { t: 0, k: 10 },
       { t: 1000, k: 11, kernel: 'alive' },
       { t: 3031, kernel: 'late' },
-      { t: 3032, kernel: 'stalled' }, // 1024 + 8 + 1000 (with the 4 ms ones, mean + 4 sd would be 2.2 s)
+      { t: 3032, kernel: 'stalled' }, // 1024 + 8 + 1000
     ],
   },
   {
-    name: 'a ring of huge intervals (a hostile guest) cannot push the bound past 3 periods',
+    name: 'a ring of huge intervals (a hostile guest) cannot push the bound past 2 periods',
     ringMs: [100_000, 100_000, 100_000, 100_000, 100_000, 100_000, 100_000, 100_000],
     steps: [
       { t: 0, k: 10 },
       { t: 1000, k: 11, kernel: 'alive' },
-      { t: 5007, kernel: 'late' },
-      { t: 5008, kernel: 'stalled' }, // 3000 + 8 + 1000
+      { t: 4007, kernel: 'late' },
+      { t: 4008, kernel: 'stalled' }, // 2000 + 8 + 1000
     ],
   },
   {
