@@ -148,6 +148,22 @@ export async function readHostPressure(procRoot = '/proc'): Promise<HostPressure
   return m ? { cpuSomeAvg10: Number(m[1]), detail: `PSI cpu some avg10=${m[1]}` } : undefined;
 }
 
+/** How long one read of /proc/pressure/cpu serves every classification (PSI avg10 is a 10 s average). */
+export const HOST_PRESSURE_CACHE_MS = 1000;
+
+/**
+ * readHostPressure shared by all apps for HOST_PRESSURE_CACHE_MS: every probe result is classified,
+ * and a file read per classification is most of the monitor's CPU with 1000 VMs.
+ */
+export function cachedHostPressure(clock: Clock, read: () => Promise<HostPressure | undefined> = () => readHostPressure()): () => Promise<HostPressure | undefined> {
+  let last: { at: number; value: Promise<HostPressure | undefined> } | undefined;
+  return () => {
+    const now = clock.now();
+    if (last === undefined || now - last.at >= HOST_PRESSURE_CACHE_MS) last = { at: now, value: read().catch(() => undefined) };
+    return last.value;
+  };
+}
+
 export interface MonitorRunOptions {
   log: (r: LogRecord) => void;
   metrics?: MonitorMetrics;
@@ -166,13 +182,28 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
   const links = new QmpLinks({ connectTimeoutMs: config.qmp.connectTimeoutMs, ...(config.qmp.holdMs ? { holdMs: config.qmp.holdMs } : {}) });
   const connector = linkConnector(links);
   const spool = openSpool(config.spool, o.log, o.metrics);
-  const updateSpoolMetrics = async () => {
+  // One spool scan at a time: a burst of diagnoses (many VMs failing at once) asks for one more scan
+  // after the running one, not one scan each (each lists every bundle: quadratic in the burst).
+  let spoolScan: Promise<void> | undefined;
+  let spoolRescan = false;
+  const updateSpoolMetrics = async (): Promise<void> => {
     if (o.metrics === undefined) return;
-    const u = await spool.usage().catch(() => undefined);
-    if (u === undefined) return;
-    o.metrics.spoolBytes.set(u.bytes);
-    o.metrics.spoolBundles.set({ state: 'delivered' }, u.delivered);
-    o.metrics.spoolBundles.set({ state: 'undelivered' }, u.undelivered);
+    const m = o.metrics;
+    if (spoolScan !== undefined) {
+      spoolRescan = true;
+      return spoolScan;
+    }
+    spoolScan = (async () => {
+      do {
+        spoolRescan = false;
+        const u = await spool.usage().catch(() => undefined);
+        if (u === undefined) continue;
+        m.spoolBytes.set(u.bytes);
+        m.spoolBundles.set({ state: 'delivered' }, u.delivered);
+        m.spoolBundles.set({ state: 'undelivered' }, u.undelivered);
+      } while (spoolRescan);
+    })().finally(() => (spoolScan = undefined));
+    return spoolScan;
   };
   // Start clean: temporaries of a crashed run, a spool over its quota.
   const maintain = async () => {
@@ -188,7 +219,7 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
     log: o.log,
     ...(shipper ? { onVerdict: (app: AppConfig, c: Classification) => shipper.enqueueEvent(verdictEvent(app, c)) } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
-    hostPressure: () => readHostPressure(),
+    hostPressure: cachedHostPressure(clock),
     diagnose: async ({ app, classification, timeline, signal }) => {
       const b = await diagnoseApp(app, {
         qmpConnector: connector,
