@@ -21,9 +21,17 @@
  *    the bench checks it saw every VM alive during the window: a row where it did not is marked.
  *  - this process: spawns both, warms up (every VM seen alive once), then measures `--seconds`.
  *
+ * Scenario timing: the monitor's defaults (10 s scenario period, 1 s timeout, first runs jittered over
+ * the period); the probe polls the region at 1 Hz (pollSeconds 1) or its default 4 per kernel period
+ * inside it. With `--scenario-period 1` (the 1 s period of bench/detection) the first runs of 1000 VMs
+ * land in one second and most time out (`timed out after 1000 ms`): a false verdict and a report
+ * bundle each, and every bundle write lists the whole spool (quadratic lstat): the monitor then burns
+ * more than a core for minutes. The last column counts those start-up verdicts (diagnostics started).
+ *
  * Targets (issue 11): 1000 VMs at 1 Hz on <= 5 % of one core and <= 150 MB RSS. The headline rows poll
  * at 1 Hz (params.pollSeconds 1); one extra row polls at the probe's default (4 per kernel period).
- * Each size runs `--runs` times (default 2; the machine is shared): the row shows the lower CPU.
+ * Each size runs `--runs` times (default 2; the machine is shared): the row shows the lower CPU of
+ * the runs that saw every VM alive (stderr shows every run).
  *
  * Run: npx esbuild bench/fleet.ts --bundle --platform=node --format=esm --packages=external \
  *        --outfile=.cache/bench/fleet.mjs --log-level=warning && node .cache/bench/fleet.mjs [flags]
@@ -462,7 +470,7 @@ async function runOnce(dir: string, vms: number, pollSeconds: number | undefined
     closeSync(logFd);
     await waitMessage(mon, (m) => ((m as { ready?: boolean }).ready ? true : undefined), 30_000, 'monitor');
     const counts = async (): Promise<Counts> => {
-      const p = waitMessage(mon as ChildProcess, (m) => (m as { counts?: Counts }).counts, 10_000, 'monitor counts');
+      const p = waitMessage(mon as ChildProcess, (m) => (m as { counts?: Counts }).counts, 60_000, 'monitor counts');
       mon?.send({ counts: true });
       return p;
     };
@@ -617,11 +625,19 @@ async function main(): Promise<void> {
       let best: Row | undefined;
       for (let run = 1; run <= o.runs; run++) {
         process.stderr.write(`${p.vms} VMs, ${p.poll !== undefined ? '1 Hz' : 'default rate'}, run ${run}/${o.runs}...\n`);
-        const r = await runOnce(dir, p.vms, p.poll, o, false);
+        let r: Row;
+        try {
+          r = await runOnce(dir, p.vms, p.poll, o, false);
+        } catch (e) {
+          process.stderr.write(`  run failed: ${(e as Error).message}\n`);
+          continue;
+        }
         process.stderr.write(`  monitor ${r.monCpuPct.toFixed(2)} % CPU, ${(r.monRssKb / 1024).toFixed(1)} MB RSS; simulator ${r.simCpuPct.toFixed(2)} %; alive ${r.alive}/${r.vms}; warm-up ${r.warmupS.toFixed(0)} s\n`);
-        if (best === undefined || r.monCpuPct < best.monCpuPct) best = r;
+        // The lower CPU of the runs where the monitor saw every VM alive (a run where it did not measured something else).
+        const ok = (x: Row) => x.alive === x.vms;
+        if (best === undefined || (ok(r) && !ok(best)) || (ok(r) === ok(best) && r.monCpuPct < best.monCpuPct)) best = r;
       }
-      rows.push(best as Row);
+      if (best !== undefined) rows.push(best);
     }
     if (o.profile !== undefined) {
       process.stderr.write(`${o.profileSize} VMs, 1 Hz, profiled into ${o.profile}...\n`);
