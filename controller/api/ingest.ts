@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { droppedNoticeProblems, paths, SHA256_RE, verdictEventProblems, type DroppedNotice, type ReportOffer, type VerdictEvent } from '../../protocol/controller-api.js';
 import { isSafeName, manifestProblems, MANIFEST_SCHEMA_NAME, MANIFEST_SCHEMA_VERSION, type ReportManifest } from '../../protocol/report-manifest.js';
@@ -25,9 +26,10 @@ export interface IngestDeps {
 }
 
 const ONE_HOUR_MS = 3_600_000;
+const gunzipAsync = promisify(gunzip);
 
-/** The gunzipped body when it says `Content-Encoding: gzip`, else the body; at most `max` bytes out. */
-function inflate(req: FastifyRequest, body: Buffer, max: number): Buffer {
+/** The gunzipped body when it says `Content-Encoding: gzip`, else the body; at most `max` bytes out (inflated on libuv's pool, off the event loop). */
+async function inflate(req: FastifyRequest, body: Buffer, max: number): Promise<Buffer> {
   const enc = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
   if (enc === 'identity') return body;
   if (enc !== 'gzip') throw new HttpError(415, `Content-Encoding ${JSON.stringify(enc)}: only gzip or none`);
@@ -35,7 +37,7 @@ function inflate(req: FastifyRequest, body: Buffer, max: number): Buffer {
   let out: Buffer;
   try {
     // maxOutputLength must be at least 1 (0 is ERR_OUT_OF_RANGE): one byte more is let out, then refused below.
-    out = gunzipSync(body, { maxOutputLength: Math.max(1, max) });
+    out = await gunzipAsync(body, { maxOutputLength: Math.max(1, max) });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge();
     throw new HttpError(400, `not valid gzip: ${(e as Error).message}`);
@@ -122,9 +124,9 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     const { id, sha256 } = req.params as { id: string; sha256: string };
     if (!SHA256_RE.test(sha256)) throw new HttpError(400, `${JSON.stringify(sha256)} is not a SHA-256 (64 lowercase hex digits)`);
     const r = await reportOf(nodeId, id);
-    const wanted = (await store.artifacts(r.key)).find((a) => a.sha256 === sha256);
+    const wanted = await store.artifact(r.key, sha256);
     if (wanted === undefined) throw new HttpError(400, `report ${id} has no artifact with SHA-256 ${sha256}`);
-    const body = inflate(req, (req.body as Buffer | undefined) ?? Buffer.alloc(0), wanted.bytes);
+    const body = await inflate(req, (req.body as Buffer | undefined) ?? Buffer.alloc(0), wanted.bytes);
     if (body.length !== wanted.bytes) throw new HttpError(400, `artifact ${wanted.file}: ${body.length} bytes received, the manifest says ${wanted.bytes} (truncated?)`);
     const got = createHash('sha256').update(body).digest('hex');
     if (got !== sha256) throw new HttpError(400, `artifact ${wanted.file}: the bytes hash to ${got}, not ${sha256}`);
@@ -178,7 +180,7 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     if (typeof appName !== 'string' || appName.length === 0 || appName.length > 256 || [...appName].some((ch) => ch.charCodeAt(0) < 0x20)) {
       throw new HttpError(400, 'app: the query parameter ?app=NAME (1..256 printable characters) names whose logs these are');
     }
-    const body = inflate(req, (req.body as Buffer | undefined) ?? Buffer.alloc(0), limits.maxLogInflatedBytes);
+    const body = await inflate(req, (req.body as Buffer | undefined) ?? Buffer.alloc(0), limits.maxLogInflatedBytes);
     const parsed = parseLogEntries(body.toString('utf8'), { maxLines: limits.maxLogLinesPerRequest });
     if (parsed.truncated) throw new HttpError(413, `more than maxLogLinesPerRequest ${limits.maxLogLinesPerRequest} lines: send them in smaller requests`);
     if (parsed.lines.length > 0) await store.addLogs(nodeId, appName, parsed.lines, limits.keepLogLinesPerApp);

@@ -119,6 +119,9 @@ export class ConflictError extends Error {
   override name = 'ConflictError';
 }
 
+const ARTIFACT_ROWS_PER_INSERT = 100;
+const BLOB_LOOKUPS_PER_QUERY = 500;
+
 const SEVERITY_RANK: Record<Severity, number> = { critical: 0, error: 1, warning: 2, info: 3 };
 
 const num = (v: unknown): number => Number(v);
@@ -221,19 +224,11 @@ export class Store {
       // another instance; PostgreSQL made this insert wait for it). It is that report.
       if (row === undefined) return (await known()) as ReportRow;
       const key = num(row['key']);
-      for (const step of m.steps) {
-        for (const a of step.artifacts) {
-          await tx.run('INSERT INTO report_artifacts (report_key, step, kind, file, name, media_type, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
-            key,
-            step.index,
-            step.kind,
-            a.file,
-            a.name,
-            a.mediaType,
-            a.bytes,
-            a.sha256,
-          ]);
-        }
+      // A few rows per statement (one round trip each on PostgreSQL), under both databases' parameter limits.
+      const rows = m.steps.flatMap((step) => step.artifacts.map((a) => [key, step.index, step.kind, a.file, a.name, a.mediaType, a.bytes, a.sha256]));
+      for (let i = 0; i < rows.length; i += ARTIFACT_ROWS_PER_INSERT) {
+        const chunk = rows.slice(i, i + ARTIFACT_ROWS_PER_INSERT);
+        await tx.run(`INSERT INTO report_artifacts (report_key, step, kind, file, name, media_type, bytes, sha256) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`, chunk.flat());
       }
       return (await this.#report(tx, key)) as ReportRow;
     });
@@ -263,11 +258,22 @@ export class Store {
     return rows.map((r) => ({ step: num(r['step']), kind: str(r['kind']), file: str(r['file']), name: str(r['name']), mediaType: str(r['media_type']), bytes: num(r['bytes']), sha256: str(r['sha256']) }));
   }
 
-  /** Of `shas`, those no blob is stored for. */
+  /** The artifact of report `key` with this hash. */
+  async artifact(key: number, sha256: string): Promise<ArtifactRow | undefined> {
+    const r = await this.db.get('SELECT step, kind, file, name, media_type, bytes, sha256 FROM report_artifacts WHERE report_key = ? AND sha256 = ? ORDER BY step, file LIMIT 1', [key, sha256]);
+    return r === undefined ? undefined : { step: num(r['step']), kind: str(r['kind']), file: str(r['file']), name: str(r['name']), mediaType: str(r['media_type']), bytes: num(r['bytes']), sha256: str(r['sha256']) };
+  }
+
+  /** Of `shas`, those no blob is stored for (in their order, each once). */
   async missingBlobs(shas: readonly string[]): Promise<string[]> {
-    const missing: string[] = [];
-    for (const sha of [...new Set(shas)]) if ((await this.db.get('SELECT 1 AS x FROM blobs WHERE sha256 = ?', [sha])) === undefined) missing.push(sha);
-    return missing;
+    const unique = [...new Set(shas)];
+    const present = new Set<string>();
+    for (let i = 0; i < unique.length; i += BLOB_LOOKUPS_PER_QUERY) {
+      const chunk = unique.slice(i, i + BLOB_LOOKUPS_PER_QUERY);
+      const rows = await this.db.all(`SELECT sha256 FROM blobs WHERE sha256 IN (${chunk.map(() => '?').join(', ')})`, chunk);
+      for (const r of rows) present.add(str(r['sha256']));
+    }
+    return unique.filter((sha) => !present.has(sha));
   }
 
   /** Stores an artifact's bytes under their hash (the caller checked it); a second copy is a no-op. */
