@@ -104,7 +104,10 @@ export class JobRunner {
         // The database went away (a restart): wait and try again.
         this.o.log?.({ level: 'warn', msg: 'job queue unavailable', error: String((e as Error)?.message ?? e) });
       }
-      if (!worked && !this.#stopping) {
+      // Between two jobs, a turn of the event loop: requests that came in meanwhile are served
+      // first (the analyzers are synchronous CPU work in this thread, and ingest must not wait behind a queue of them).
+      if (worked) await new Promise<void>((r) => setImmediate(r));
+      else if (!this.#stopping) {
         await new Promise<void>((r) => {
           const t = setTimeout(r, this.o.pollMs ?? 500);
           this.#wake = () => {
