@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { buildDiagSsdt } from '../../../acpi/diag/ssdt.js';
 import { decodeRegion, type DecodedRegion } from '../../../host-reader/region/decode.js';
@@ -369,6 +370,27 @@ describe('assessHeartbeat', () => {
     const last = r[r.length - 1] as HeartbeatReport;
     expect(last.kernel.rateWindowMs).toBe(5000);
     expect(last.kernel.ratePerSec).toBeCloseTo(1, 9);
+  });
+
+  it('keeps the same rate window as spreading and shifting it would (random sampling, seeded)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 3000 }), { minLength: 1, maxLength: 150 }), fc.integer({ min: 2, max: 20 }), (gaps, maxSamples) => {
+        const options = { windowMs: 5000, windowMaxSamples: maxSamples };
+        let state: AssessState | undefined;
+        let model: { at: number; kernel: number; agent: number }[] = [];
+        let t = 0;
+        for (const [i, gap] of gaps.entries()) {
+          t += gap;
+          const sample = region({ k: i + 1, kl: 0, a: 0, load: 1, lt: 1, nonce: NONCE });
+          state = assessHeartbeat({ previous: state, sample, now: t, kernelPeriodMs: PERIOD, vm: { running: true } }, options).state;
+          model = i === 0 ? [{ at: t, kernel: i + 1, agent: 0 }] : [...model, { at: t, kernel: i + 1, agent: 0 }];
+          while (model.length > 2 && (model[1] as { at: number }).at <= t - 5000) model.shift();
+          while (model.length > maxSamples) model.shift();
+          expect(state?.window).toEqual(model);
+        }
+      }),
+      { seed: 11, numRuns: 200 },
+    );
   });
 
   it('does not count paused time in the rate', () => {
