@@ -26,6 +26,8 @@ export interface BenchGuestOptions {
   memoryMiB?: number;
   /** Add a second QMP socket (`benchQmpPath`) for the benchmark's own commands. */
   benchQmp?: boolean;
+  /** More QMP sockets (`extraQmpPaths`), e.g. one per monitor when several watch one VM. */
+  extraQmp?: number;
   /** How long to wait for the ready line. Default 120 s. */
   bootTimeoutMs?: number;
 }
@@ -38,6 +40,8 @@ export interface BenchGuest {
   readonly qmpPath: string;
   /** The benchmark's own QMP socket (when `benchQmp`). */
   readonly benchQmpPath: string;
+  /** The `extraQmp` sockets. */
+  readonly extraQmpPaths: readonly string[];
   readonly consolePath: string;
   readonly consoleLogPath: string;
   /** Resolves when QEMU has exited, with how. */
@@ -75,6 +79,7 @@ export async function launchBenchGuest(o: BenchGuestOptions): Promise<BenchGuest
     benchQmpPath: join(dir, 'bench-qmp.sock'),
     consolePath: join(dir, 'cons.sock'),
     consoleLogPath: join(dir, 'console.log'),
+    extraQmpPaths: Array.from({ length: o.extraQmp ?? 0 }, (_, i) => join(dir, `qmp-${i + 1}.sock`)),
   };
   const args = [
     ...['-accel', 'tcg', '-M', 'q35', '-m', String(o.memoryMiB ?? 512), '-smp', '1'],
@@ -82,6 +87,7 @@ export async function launchBenchGuest(o: BenchGuestOptions): Promise<BenchGuest
     ...['-kernel', image.kernel, '-initrd', image.initrd, '-append', `console=ttyS0 ${o.append ?? ''}`.trim()],
     ...qemuArgv({ acpiTable: o.table, qmp: { path: paths.qmpPath }, console: { path: paths.consolePath, logfile: paths.consoleLogPath } }),
     ...(o.benchQmp === true ? ['-qmp', `unix:${qemuOptValue(paths.benchQmpPath)},server=on,wait=off`] : []),
+    ...paths.extraQmpPaths.flatMap((q) => ['-qmp', `unix:${qemuOptValue(q)},server=on,wait=off`]),
   ];
   const setpriv = findOnPath('setpriv');
   const child =
