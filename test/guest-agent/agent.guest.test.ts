@@ -17,7 +17,7 @@ import { qemuArgv } from '../../host-reader/qemu-args/index.js';
 import { AgentPingProbe } from '../../monitor/probes/agent-ping.js';
 import type { ProbeResult } from '../../monitor/types.js';
 import { AGENT_PORT_NAME } from '../../protocol/agent-ping.js';
-import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
+import { background, launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
 /**
  * The guest agent in real guests (QEMU TCG, Debian kernel, our SSDT): the host reader sees the agent
@@ -64,24 +64,6 @@ async function pollUntil(s: Session, what: string, pred: (r: HeartbeatReport) =>
   }
 }
 
-let backgroundSeq = 0;
-/**
- * Runs `cmd` in the background in the guest, in a session of its own, and returns its pid. Not a job
- * of the console's shell: when that shell went away (seen in CI: the test's shell exited and init
- * started another), the kernel sent the orphaned job SIGHUP and SIGCONT, and a SIGSTOPped agent ran
- * on. In its own session the shell's fate is not the agent's.
- */
-async function background(guest: Guest, cmd: string): Promise<number> {
-  const n = ++backgroundSeq;
-  const out = await guest.run(
-    `cat > /tmp/bg-${n}.sh <<'EOF_BG'\necho $$ > /tmp/bg-${n}.pid\nexec ${cmd} </dev/null\nEOF_BG\n` +
-      `setsid sh /tmp/bg-${n}.sh </dev/null >/dev/null 2>&1 &\n` +
-      `i=0; while [ ! -s /tmp/bg-${n}.pid ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo "BGPID=$(cat /tmp/bg-${n}.pid)"`,
-  );
-  const m = /BGPID=(\d+)/.exec(out);
-  if (m === null) throw new Error(`no pid from ${JSON.stringify(cmd)}: ${out}`);
-  return Number(m[1]);
-}
 
 const MARK_RE = (agent: string) => new RegExp(`eve-diag mark seq=\\d+ uptime=\\d+\\.\\d+ load=\\d+\\.\\d+ mem_avail=\\d+kB agent=${agent.replace(/\./g, '\\.')}`);
 

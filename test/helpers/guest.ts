@@ -329,3 +329,21 @@ export function removeInjectedPrintk(text: string): string {
 
 /** Escapes a value inside a QEMU `key=value,...` option: a comma is written twice. */
 
+let backgroundSeq = 0;
+/**
+ * Runs `cmd` in the background in the guest, in a session of its own, and returns its pid. Not a job
+ * of the console's shell: when that shell went away (seen in CI: the test's shell exited and init
+ * started another), the kernel sent the orphaned job SIGHUP and SIGCONT, and a SIGSTOPped agent ran
+ * on. In its own session the shell's fate is not the agent's.
+ */
+export async function background(guest: Guest, cmd: string): Promise<number> {
+  const n = ++backgroundSeq;
+  const out = await guest.run(
+    `cat > /tmp/bg-${n}.sh <<'EOF_BG'\necho $$ > /tmp/bg-${n}.pid\nexec ${cmd} </dev/null\nEOF_BG\n` +
+      `setsid sh /tmp/bg-${n}.sh </dev/null >/dev/null 2>&1 &\n` +
+      `i=0; while [ ! -s /tmp/bg-${n}.pid ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo "BGPID=$(cat /tmp/bg-${n}.pid)"`,
+  );
+  const m = /BGPID=(\d+)/.exec(out);
+  if (m === null) throw new Error(`no pid from ${JSON.stringify(cmd)}: ${out}`);
+  return Number(m[1]);
+}

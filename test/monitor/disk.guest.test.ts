@@ -7,7 +7,7 @@ import { buildGuestImage, GUEST_AGENT_PATH } from '../../build/guest-image.js';
 import { DiskHeartbeatProbe } from '../../monitor/probes/disk-heartbeat.js';
 import { DISK_SECTOR, scanDiskRing } from '../../protocol/heartbeat-disk.js';
 import type { ProbeResult } from '../../monitor/types.js';
-import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
+import { background, launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
 /**
  * Transport 2, the heartbeat disk, in a real guest (QEMU TCG, Debian kernel, the Node agent): a raw
@@ -45,11 +45,9 @@ async function probeUntil(outcome: ProbeResult['outcome'], timeoutMs: number): P
   }
 }
 
-async function startAgent(): Promise<number> {
-  const out = await guest.run(`/usr/bin/node ${GUEST_AGENT_PATH} --config /tmp/agent.json 2>>/tmp/agent.err </dev/null & echo "BGPID=$!"`);
-  const m = /BGPID=(\d+)/.exec(out);
-  if (m === null) throw new Error(`no agent pid: ${out}`);
-  return Number(m[1]);
+/** In a session of its own (background()): a console shell that exits must not SIGHUP/SIGCONT a stopped agent. */
+function startAgent(): Promise<number> {
+  return background(guest, `/usr/bin/node ${GUEST_AGENT_PATH} --config /tmp/agent.json 2>>/tmp/agent.err`);
 }
 
 beforeAll(async () => {
