@@ -35,6 +35,7 @@ import { ControllerClient } from '../monitor/controller-client.js';
 import { paths, type ReportAck, type ReportOffer } from '../protocol/controller-api.js';
 import { MANIFEST_SCHEMA_NAME, MANIFEST_SCHEMA_VERSION, type ManifestStep, type ReportManifest, type Verdict } from '../protocol/report-manifest.js';
 import { startPostgres, type Postgres } from '../test/helpers/postgres.js';
+import { intFlag } from './flags.js';
 
 const USAGE = `usage: bash bench/run.sh controller [--backend sqlite|postgres|both] [--reports N] [--ingest N] [--concurrency N] [--requests N] [--nodes N] [--analysis-wait S] [--json]
   --backend B        sqlite, postgres or both (default both, side by side)
@@ -88,12 +89,7 @@ function parseOptions(argv: string[]): Options {
     console.log(USAGE);
     process.exit(0);
   }
-  const int = (flag: string, v: string | undefined, dflt: number, min: number, max: number): number => {
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isSafeInteger(n) || n < min || n > max) return fail(`--${flag}: an integer ${min}..${max} (got ${JSON.stringify(v)})`);
-    return n;
-  };
+  const int = (flag: string, v: string | undefined, dflt: number, min: number, max: number) => intFlag(fail, flag, v, dflt, min, max);
   const b = values.backend ?? 'both';
   if (b !== 'both' && !(BACKENDS as readonly string[]).includes(b)) fail(`--backend: sqlite, postgres or both (got ${JSON.stringify(b)})`);
   const ingest = int('ingest', values.ingest, 2000, 10, 1_000_000);

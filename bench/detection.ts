@@ -51,6 +51,7 @@ import type { LogRecord } from '../monitor/manager.js';
 import { GdbClient } from '../host-reader/gdb/client.js';
 import { QmpClient } from '../host-reader/qmp/index.js';
 import { launchBenchGuest, LogTail, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
+import { intFlag, numberFlag } from './flags.js';
 
 const FAULTS = ['panic', 'lockup', 'userspace', 'pause'] as const;
 type Fault = (typeof FAULTS)[number];
@@ -112,19 +113,12 @@ function parseOptions(argv: string[]): Options {
     console.error(`${msg}\n${USAGE}`);
     process.exit(2);
   };
-  const int = (flag: string, v: string | undefined, dflt: number, max: number): number => {
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    return Number.isSafeInteger(n) && n >= 1 && n <= max ? n : bad(`--${flag}: an integer 1..${max} (got ${JSON.stringify(v)})`);
-  };
+  const int = (flag: string, v: string | undefined, dflt: number, max: number) => intFlag(bad, flag, v, dflt, 1, max);
   const list = <T>(flag: string, v: string | undefined, all: readonly T[], name: (x: T) => string): T[] => {
     if (v === undefined) return [...all];
     return v.split(',').map((w) => all.find((x) => name(x) === w.trim()) ?? bad(`--${flag}: unknown ${JSON.stringify(w)} (known: ${all.map(name).join(', ')})`));
   };
-  const slack = (w: string): number => {
-    const n = Number(w.trim());
-    return w.trim() !== '' && Number.isFinite(n) && n >= 0 && n <= 10 ? n : bad(`--slack: numbers 0..10 (got ${JSON.stringify(w)})`);
-  };
+  const slack = (w: string): number => numberFlag(bad, 'slack', w, 0, 0, 10);
   return {
     slacks: values.slack === undefined ? [1] : values.slack.split(',').map(slack),
     runs: int('runs', values.runs, 3, 50),

@@ -11,7 +11,7 @@
  *    of /proc/self/maps), serves one unix-socket QMP endpoint per VM that answers like QEMU 7.2
  *    (greeting, qmp_capabilities, query-status, human-monitor-command `info mtree -f` and
  *    `gpa2hva`), and advances every table's kernel beat once per second as the guest's AML does
- *    (advanceBeat, a copy of test/host-reader/region/sim.ts's simulateBeat for the kernel beat). Each
+ *    (test/host-reader/region/sim.ts's simulateBeat, the tests' model of the AML). Each
  *    VM's "RAM" is [0, 2 MiB) with its table in the top page; gpa2hva points into the buffer so the
  *    downward scan from the top finds that VM's table in its first chunk.
  *  - the monitor (`--role monitor`): the real runMonitor, as `eve-diag monitor` runs it (pino JSON
@@ -46,8 +46,9 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
+import { simulateBeat } from '../test/host-reader/region/sim.js';
 import type { DiagLayout } from '../acpi/diag/layout.js';
-import { byteSum } from '../acpi/table.js';
+import { intFlag } from './flags.js';
 
 const USAGE = `usage: node .cache/bench/fleet.mjs [--sizes 10,100,1000,3000] [--seconds N] [--warmup-max N] [--runs N]
                                  [--default-rate-size N|0] [--profile DIR --profile-size N]
@@ -109,11 +110,7 @@ function parseOptions(argv: string[]): Options {
     console.log(USAGE);
     process.exit(0);
   }
-  const int = (flag: string, v: string | undefined, dflt: number, min: number, max: number): number => {
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    return Number.isSafeInteger(n) && n >= min && n <= max && v.trim() !== '' ? n : die(`--${flag}: an integer ${min}..${max} (got ${JSON.stringify(v)})`);
-  };
+  const int = (flag: string, v: string | undefined, dflt: number, min: number, max: number) => intFlag(die, flag, v, dflt, min, max);
   const sizes = (values.sizes ?? '10,100,1000,3000').split(',').map((w) => int('sizes', w, 0, 1, 5000));
   if (values['profile-size'] !== undefined && values.profile === undefined) die('--profile-size: only with --profile DIR');
   return {
@@ -129,27 +126,8 @@ function parseOptions(argv: string[]): Options {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The guest's side: what the SSDT's EDBT method does to the table on a kernel beat (acpi/diag/ssdt.ts;
-// the same as test/host-reader/region/sim.ts simulateBeat, kept here: bench/ does not import test/).
-
-function advanceBeat(table: Uint8Array, dv: DataView, layout: DiagLayout, which: 'kernel' | 'load', timer: number): void {
-  const f = layout.fields;
-  const get = (off: number) => dv.getUint32(off, true);
-  const set = (off: number, v: number) => dv.setUint32(off, v >>> 0, true);
-  const now = timer >>> 0;
-  if (which === 'kernel') {
-    const b = (get(f.kernelBeats) + 1) >>> 0;
-    if (get(f.armed) & 1) set(layout.ring.offset + 4 * (b & (layout.ring.length - 1)), (now - get(f.kernelLast)) >>> 0);
-    else set(f.armed, get(f.armed) | 1);
-    set(f.kernelBeats, b);
-    set(f.kernelLast, now);
-  } else {
-    set(f.loadCount, get(f.loadCount) + 1);
-    set(f.loadTimer, now);
-    set(f.armed, 0);
-  }
-  table[f.pad] = ((table[f.pad] ?? 0) - byteSum(table)) & 0xff;
-}
+// The guest's side: simulateBeat (test/host-reader/region/sim.ts) is what the SSDT's EDBT method does
+// to the table on a beat.
 
 /** The ACPI PM-timer-like clock the AML stamps beats with: 100 ns units. */
 const timer100ns = (): number => Math.floor(performance.now() * 10_000) >>> 0;
@@ -263,7 +241,7 @@ async function simulator(vms: number, dir: string): Promise<void> {
   const align = Number((BigInt(PAGE) - (hva0 % BigInt(PAGE))) % BigInt(PAGE));
   const base = hva0 + BigInt(align);
   all.fill(0, 0, 64);
-  const tables: { t: Uint8Array; dv: DataView }[] = [];
+  const tables: Uint8Array[] = [];
   const sockets = new Set<Socket>();
   const servers: Server[] = [];
   const t0 = timer100ns();
@@ -271,16 +249,15 @@ async function simulator(vms: number, dir: string): Promise<void> {
     const off = align + TOP + i * STRIDE;
     const t = all.subarray(off, off + aml.length);
     t.set(aml);
-    const dv = new DataView(ab, off, aml.length);
-    advanceBeat(t, dv, layout, 'load', t0);
-    tables.push({ t, dv });
+    simulateBeat(t, layout, 'load', t0);
+    tables.push(t);
     // The table is at guest address TOP - STRIDE of this VM: its RAM [0, TOP) starts TOP - STRIDE below.
     const hva = base + BigInt(TOP + i * STRIDE) - BigInt(TOP - STRIDE);
     servers.push(await serveQmp(join(dir, `vm${i}.qmp`), hva, sockets));
   }
   const beat = () => {
     const now = timer100ns();
-    for (const { t, dv } of tables) advanceBeat(t, dv, layout, 'kernel', now);
+    for (const t of tables) simulateBeat(t, layout, 'kernel', now);
   };
   beat();
   const timer = setInterval(beat, 1000);

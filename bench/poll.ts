@@ -26,6 +26,7 @@ import { QmpClient } from '../host-reader/qmp/index.js';
 import { RegionReader } from '../host-reader/reader.js';
 import { discoverTable, identityFromLayout, parseMtreeLowRam, TableNotFoundError, type MtreeRam } from '../host-reader/region/discover.js';
 import { launchGuest, stopAllGuests } from '../test/helpers/guest.js';
+import { intFlag } from './flags.js';
 
 const USAGE = `usage: bash bench/run.sh [--polls N] [--xp-polls N] [--discoveries N] [--xp-scan-mib N] [--memory-mib N]
   --polls N         reads per path on the cached address (default 200)
@@ -61,15 +62,11 @@ function parseOptions(argv: string[]): Options {
     console.log(USAGE);
     process.exit(0);
   }
-  const int = (flag: string, v: string | undefined, dflt: number, min: number, max: number): number => {
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      console.error(`--${flag}: an integer ${min}..${max} (got ${JSON.stringify(v)})\n${USAGE}`);
-      process.exit(2);
-    }
-    return n;
+  const fail = (msg: string): never => {
+    console.error(`${msg}\n${USAGE}`);
+    process.exit(2);
   };
+  const int = (flag: string, v: string | undefined, dflt: number, min: number, max: number) => intFlag(fail, flag, v, dflt, min, max);
   const polls = int('polls', values.polls, 200, 10, 100_000);
   return {
     polls,

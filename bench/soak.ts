@@ -30,6 +30,7 @@ import { readHostPressure, runMonitor } from '../monitor/daemon.js';
 import type { LogRecord } from '../monitor/manager.js';
 import { findOnPath } from '../util/which.js';
 import { launchBenchGuest, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
+import { intFlag, numberFlag } from './flags.js';
 
 const KINDS = ['idle', 'user', 'kernel', 'paused'] as const;
 type Kind = (typeof KINDS)[number];
@@ -71,15 +72,10 @@ function parseOptions(argv: string[]): Options {
     console.error(`${msg}\n${USAGE}`);
     process.exit(2);
   };
-  const num = (flag: string, v: string | undefined, dflt: number, min: number, max: number): number => {
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    return v.trim() !== '' && Number.isFinite(n) && n >= min && n <= max ? n : bad(`--${flag}: a number ${min}..${max} (got ${JSON.stringify(v)})`);
-  };
+  const num = (flag: string, v: string | undefined, dflt: number, min: number, max: number) => numberFlag(bad, flag, v, dflt, min, max);
   const slacks = (values.slack ?? '0.25,1,2').split(',').map((w) => num('slack', w, 0, 0, 10));
   if (slacks.length > 4) bad(`--slack: at most 4 values (got ${slacks.length})`);
-  const stress = num('stress', values.stress, cpus().length, 0, 64);
-  if (!Number.isInteger(stress)) bad(`--stress: an integer (got ${JSON.stringify(values.stress)})`);
+  const stress = intFlag(bad, 'stress', values.stress, cpus().length, 0, 64);
   return { minutes: num('minutes', values.minutes, 30, 0.5, 600), slacks, stress, pauseEveryS: num('pause-every', values['pause-every'], 180, 30, 3600) };
 }
 
