@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -312,4 +312,22 @@ export class FakeQmpServer {
   #broadcast(text: string): void {
     for (const c of this.#connections) if (!c.socket.destroyed) c.socket.write(text);
   }
+}
+
+/**
+ * Answers `pmemsave` like QEMU over a guest RAM that is zero except for `table()` at guest address
+ * `at`: the file gets the overlap of [val, val + size) with the table. `table` is read at each command,
+ * so a test may beat it in between.
+ */
+export function servePmemsave(server: FakeQmpServer, at: number, table: () => Uint8Array): FakeQmpServer {
+  return server.handle('pmemsave', async (c) => {
+    const { val, size, filename } = c.arguments as { val: number; size: number; filename: string };
+    const t = table();
+    const out = new Uint8Array(size);
+    const from = Math.max(val, at);
+    const to = Math.min(val + size, at + t.length);
+    if (from < to) out.set(t.subarray(from - at, to - at), from - val);
+    await writeFile(filename, out);
+    return { return: {} };
+  });
 }

@@ -7,7 +7,7 @@ import { buildDiagSsdt } from '../../../acpi/diag/ssdt.js';
 import { ConfigError, parseConfig } from '../../../monitor/config.js';
 import { HeartbeatProbe } from '../../../monitor/probes/heartbeat.js';
 import { QmpLinks } from '../../../monitor/probes/qmp-link.js';
-import { FakeQmpServer } from '../../helpers/fake-qmp-server.js';
+import { FakeQmpServer, servePmemsave } from '../../helpers/fake-qmp-server.js';
 
 /**
  * The heartbeat probes' memory path: `auto` (the default) and `procmem`, and their config params
@@ -41,15 +41,7 @@ async function fakeVm() {
   server.handle('human-monitor-command', (c) =>
     c.arguments?.['command-line'] === 'info mtree -f' ? { return: MTREE } : { return: 'unknown command: gpa2hva\r\n' },
   );
-  server.handle('pmemsave', async (c) => {
-    const { val, size, filename } = c.arguments as { val: number; size: number; filename: string };
-    const out = new Uint8Array(size);
-    const from = Math.max(val, TABLE_AT);
-    const to = Math.min(val + size, TABLE_AT + aml.length);
-    if (from < to) out.set(aml.subarray(from - TABLE_AT, to - TABLE_AT), from - val);
-    await writeFile(filename, out);
-    return { return: {} };
-  });
+  servePmemsave(server, TABLE_AT, () => aml);
   const links = new QmpLinks({ connectTimeoutMs: 1000 });
   cleanups.push(() => links.closeAll());
   return { server, links };

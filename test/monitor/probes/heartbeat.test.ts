@@ -9,7 +9,7 @@ import { QmpLinks } from '../../../monitor/probes/qmp-link.js';
 import { QmpStatusProbe } from '../../../monitor/probes/qmp-status.js';
 import { STATUS_REFRESH_MS } from '../../../host-reader/reader.js';
 import type { AppTarget, ProbeResult } from '../../../monitor/types.js';
-import { FakeQmpServer } from '../../helpers/fake-qmp-server.js';
+import { FakeQmpServer, servePmemsave } from '../../helpers/fake-qmp-server.js';
 import { MS, simulateBeat } from '../../host-reader/region/sim.js';
 
 /**
@@ -47,16 +47,7 @@ class FakeVm {
     server.handle('human-monitor-command', (c) =>
       c.arguments?.['command-line'] === 'info mtree -f' ? { return: MTREE } : { error: { class: 'GenericError', desc: 'unexpected HMP' } },
     );
-    server.handle('pmemsave', async (c) => {
-      const { val, size, filename } = c.arguments as { val: number; size: number; filename: string };
-      const out = new Uint8Array(size);
-      // Copy the overlap of [val, val+size) with the table.
-      const from = Math.max(val, TABLE_AT);
-      const to = Math.min(val + size, TABLE_AT + this.table.length);
-      if (from < to) out.set(this.table.subarray(from - TABLE_AT, to - TABLE_AT), from - val);
-      await writeFile(filename, out);
-      return { return: {} };
-    });
+    servePmemsave(server, TABLE_AT, () => this.table);
     simulateBeat(this.table, layout, 'load', this.timer);
   }
   beat(which: 'kernel' | 'agent' = 'kernel'): void {
