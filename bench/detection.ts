@@ -39,7 +39,6 @@
  */
 import { randomInt } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -50,7 +49,7 @@ import { readHostPressure, runMonitor } from '../monitor/daemon.js';
 import type { LogRecord } from '../monitor/manager.js';
 import { GdbClient } from '../host-reader/gdb/client.js';
 import { QmpClient } from '../host-reader/qmp/index.js';
-import { launchBenchGuest, LogTail, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
+import { consoleWrite, launchBenchGuest, LogTail, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
 import { intFlag, numberFlag } from './flags.js';
 
 const FAULTS = ['panic', 'lockup', 'userspace', 'pause'] as const;
@@ -286,43 +285,6 @@ ${agent ? `      - name: agent\n        probe: { type: agent-heartbeat, params: 
  */
 function panicDelayS(t: Timing): number {
   return Math.max(Math.ceil((2 * t.periodMs) / 1000) + 8, 20);
-}
-
-/** Writes `text` to the console socket, reads until it has been quiet for a while, disconnects. Resolves with the host time the write completed. */
-function consoleWrite(path: string, text: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    let wroteAt: number | undefined;
-    let quiet: NodeJS.Timeout | undefined;
-    const finish = () => {
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      s.destroy();
-      if (wroteAt !== undefined) resolve(wroteAt);
-      else reject(new Error(`console ${path}: closed before the write completed`));
-    };
-    const idle = () => {
-      clearTimeout(quiet);
-      quiet = setTimeout(finish, 500);
-    };
-    const cap = setTimeout(finish, 3000);
-    s.on('error', (e) => {
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      reject(e);
-    });
-    s.on('data', idle);
-    s.on('close', () => {
-      if (wroteAt !== undefined) finish();
-    });
-    s.once('connect', () =>
-      s.write(text, (e) => {
-        if (e) return reject(e);
-        wroteAt = performance.now();
-        idle();
-      }),
-    );
-  });
 }
 
 /**

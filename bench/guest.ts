@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../build/guest-image.js';
 import { qemuArgv, qemuOptValue } from '../host-reader/qemu-args/index.js';
@@ -171,3 +172,39 @@ export class LogTail {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Writes `text` to the console socket, reads until it has been quiet for a while, disconnects. Resolves with the host time the write completed. */
+export function consoleWrite(path: string, text: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    let wroteAt: number | undefined;
+    let quiet: NodeJS.Timeout | undefined;
+    const finish = () => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      s.destroy();
+      if (wroteAt !== undefined) resolve(wroteAt);
+      else reject(new Error(`console ${path}: closed before the write completed`));
+    };
+    const idle = () => {
+      clearTimeout(quiet);
+      quiet = setTimeout(finish, 500);
+    };
+    const cap = setTimeout(finish, 3000);
+    s.on('error', (e) => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      reject(e);
+    });
+    s.on('data', idle);
+    s.on('close', () => {
+      if (wroteAt !== undefined) finish();
+    });
+    s.once('connect', () =>
+      s.write(text, (e) => {
+        if (e) return reject(e);
+        wroteAt = performance.now();
+        idle();
+      }),
+    );
+  });
+}

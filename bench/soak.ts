@@ -18,7 +18,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,7 +28,7 @@ import { parseConfig } from '../monitor/config.js';
 import { readHostPressure, runMonitor } from '../monitor/daemon.js';
 import type { LogRecord } from '../monitor/manager.js';
 import { findOnPath } from '../util/which.js';
-import { launchBenchGuest, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
+import { consoleWrite, launchBenchGuest, sleep, stopAllBenchGuests, type BenchGuest } from './guest.js';
 import { intFlag, numberFlag } from './flags.js';
 
 const KINDS = ['idle', 'user', 'kernel', 'paused'] as const;
@@ -77,14 +76,6 @@ function parseOptions(argv: string[]): Options {
   if (slacks.length > 4) bad(`--slack: at most 4 values (got ${slacks.length})`);
   const stress = intFlag(bad, 'stress', values.stress, cpus().length, 0, 64);
   return { minutes: num('minutes', values.minutes, 30, 0.5, 600), slacks, stress, pauseEveryS: num('pause-every', values['pause-every'], 180, 30, 3600) };
-}
-
-function consoleWrite(path: string, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    s.on('error', reject);
-    s.once('connect', () => s.write(text, (e) => (e ? reject(e) : setTimeout(() => (s.destroy(), resolve()), 500))));
-  });
 }
 
 interface Tally {
