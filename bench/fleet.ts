@@ -37,16 +37,16 @@
  *        --outfile=.cache/bench/fleet.mjs --log-level=warning && node .cache/bench/fleet.mjs [flags]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync, readSync, closeSync, writeFileSync } from 'node:fs';
+import { openSync, readFileSync, closeSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { buildDiagSsdt } from '../acpi/diag/ssdt.js';
 import { simulateBeat } from '../test/host-reader/region/sim.js';
+import { findOwnHva } from '../test/helpers/own-ram.js';
 import type { DiagLayout } from '../acpi/diag/layout.js';
 import { intFlag } from './flags.js';
 
@@ -131,42 +131,6 @@ function parseOptions(argv: string[]): Options {
 
 /** The ACPI PM-timer-like clock the AML stamps beats with: 100 ns units. */
 const timer100ns = (): number => Math.floor(performance.now() * 10_000) >>> 0;
-
-/** The host virtual address of `buf`'s first byte: a random magic in it, searched for through /proc/self/mem. */
-function findOwnHva(buf: Uint8Array): bigint {
-  const magic = randomBytes(32);
-  buf.set(magic, 0);
-  const maps = readFileSync('/proc/self/maps', 'latin1').split('\n');
-  const fd = openSync('/proc/self/mem', 'r');
-  try {
-    const chunk = Buffer.alloc(1 << 20);
-    for (const line of maps) {
-      const m = /^([0-9a-f]+)-([0-9a-f]+) rw-p [0-9a-f]+ 00:00 0\s*(\S*)$/.exec(line);
-      if (m === null || (m[3] !== '' && m[3] !== '[heap]')) continue;
-      const lo = BigInt(`0x${m[1]}`);
-      const hi = BigInt(`0x${m[2]}`);
-      if (hi - lo < BigInt(buf.length)) continue;
-      for (let at = lo; at < hi; at += BigInt(chunk.length - magic.length)) {
-        const n = readSync(fd, chunk, 0, Number(hi - at < BigInt(chunk.length) ? hi - at : BigInt(chunk.length)), Number(at));
-        const i = chunk.subarray(0, n).indexOf(magic);
-        if (i >= 0) {
-          const hva = at + BigInt(i);
-          // Check it is this buffer: change the magic, read it back there.
-          const again = randomBytes(32);
-          buf.set(again, 0);
-          const back = Buffer.alloc(32);
-          readSync(fd, back, 0, 32, Number(hva));
-          if (back.equals(again)) return hva;
-          buf.set(magic, 0);
-        }
-        if (n < chunk.length) break;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  throw new Error('simulator: the table buffer was not found in /proc/self/mem');
-}
 
 const GREETING = `${JSON.stringify({ QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'Debian 1:7.2+dfsg-7+deb12u18+b3' }, capabilities: ['oob'] } })}\r\n`;
 

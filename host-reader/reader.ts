@@ -3,7 +3,7 @@ import type { GuestMemory } from './memory/guest-memory.js';
 import type { QmpClient, QmpEventListener, QmpStatus } from './qmp/index.js';
 import { assessHeartbeat, type AssessOptions, type AssessState, type HeartbeatReport } from './region/assess.js';
 import { decodeRegion, type DecodedRegion } from './region/decode.js';
-import { discoverTable, parseMtreeLowRam, verifyAt, type Discovery } from './region/discover.js';
+import { discoverTable, parseMtreeLowRam, verifyAt, verifyAtSync, type Discovery, type VerifyResult } from './region/discover.js';
 
 export interface Snapshot {
   /** Host monotonic ms of the read. */
@@ -75,6 +75,22 @@ export class RegionReader {
       discovery = await this.locate(signal);
       v = await verifyAt(this.memory, this.#address as bigint, this.layout, { signal });
     }
+    return this.#snapshot(v, discovery);
+  }
+
+  /**
+   * `read` answered at once: the table at the cached address, read synchronously (GuestMemory.readSync)
+   * and verified. Undefined when that is not possible (no address yet, a memory that cannot read at
+   * once, a failed read, a table that no longer matches): the caller awaits `read`, which rescans and
+   * says why. Throws RegionDecodeError like `read` for a matching table whose region does not decode.
+   */
+  readSync(): Snapshot | undefined {
+    if (this.#address === undefined) return undefined;
+    const v = verifyAtSync(this.memory, this.#address, this.layout);
+    return v === undefined || !v.ok ? undefined : this.#snapshot(v, undefined);
+  }
+
+  #snapshot(v: VerifyResult, discovery: Discovery | undefined): Snapshot {
     const address = this.#address as bigint;
     if (!v.ok) throw new RegionDecodeError(address, 'table', v.reason);
     const r = decodeRegion(v.region, { nonce: this.layout.nonce, ringLength: this.layout.ring.length });
@@ -164,7 +180,6 @@ export class HeartbeatPoller {
 
   async poll(signal?: AbortSignal): Promise<Poll> {
     const status = await this.#runState(signal);
-    const vm = { running: status.running, status: status.status };
     let snapshot: Snapshot | undefined;
     let error: Error | undefined;
     try {
@@ -173,6 +188,28 @@ export class HeartbeatPoller {
       if (signal?.aborted) throw e;
       error = e as Error;
     }
+    return this.#assess(status, snapshot, error);
+  }
+
+  /**
+   * `poll` answered at once, with no QMP round trip and no promise: when the run state is known and
+   * current (no event queued, not stale) and the region reads synchronously (RegionReader.readSync).
+   * Undefined otherwise: the caller awaits `poll`. This is the steady state over procmem.
+   */
+  pollSync(): Poll | undefined {
+    const status = this.#status;
+    if (status === undefined || this.#changed || this.#events.queued > 0 || this.#events.ended || this.now() - this.#statusAt >= this.#refreshMs) return undefined;
+    let snapshot: Snapshot | undefined;
+    try {
+      snapshot = this.reader.readSync();
+    } catch {
+      return undefined; // a region that does not decode: poll() reports it
+    }
+    return snapshot === undefined ? undefined : this.#assess(status, snapshot, undefined);
+  }
+
+  #assess(status: QmpStatus, snapshot: Snapshot | undefined, error: Error | undefined): Poll {
+    const vm = { running: status.running, status: status.status };
     const resetSeen = this.#resetSeen;
     // A failed read assesses nothing: keep the RESET for the next decoded sample, else the old boot's
     // table (still in RAM until the firmware rewrites it) would continue the old baseline.
@@ -181,7 +218,7 @@ export class HeartbeatPoller {
       {
         previous: this.#state,
         sample: snapshot?.region,
-        sampleError: error?.message,
+        ...(error !== undefined ? { sampleError: error.message } : {}),
         now: this.now(),
         kernelPeriodMs: this.reader.layout.kernel.periodMs,
         vm,

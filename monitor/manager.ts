@@ -151,7 +151,7 @@ export class Manager {
     run.observations.set(u.scenario, obs);
     const age = last?.evidence?.['ageMs'];
     if (metrics && typeof age === 'number' && (probeType === 'kernel-heartbeat' || probeType === 'agent-heartbeat')) {
-      metrics.heartbeatAge.set({ app: run.app.name, signal: probeType === 'kernel-heartbeat' ? 'kernel' : 'agent' }, age / 1000);
+      metrics.setHeartbeatAge(run.app.name, probeType === 'kernel-heartbeat' ? 'kernel' : 'agent', age / 1000);
     }
     if (last) {
       const point = timelinePoint((this.deps.wallNow ?? Date.now)(), u.scenario, probeType, last.outcome, last.evidence);

@@ -7,11 +7,20 @@ export { VERDICTS };
 /** The monitor's Prometheus metrics, on a registry of their own (no global state). */
 export class MonitorMetrics {
   readonly registry = new Registry();
+  /** The newest heartbeat age per app and signal, in s: kept here, put in the gauge when scraped. */
+  readonly #ages = new Map<string, { kernel?: number; agent?: number }>();
   readonly heartbeatAge = new Gauge({
     name: 'eve_diag_heartbeat_age_seconds',
     help: 'Seconds since the heartbeat counter last advanced, per app and signal (kernel, agent).',
     labelNames: ['app', 'signal'] as const,
     registers: [this.registry],
+    // Set at scrape time: a poll per VM per second would otherwise hash the labels every time.
+    collect: () => {
+      for (const [app, a] of this.#ages) {
+        if (a.kernel !== undefined) this.heartbeatAge.set({ app, signal: 'kernel' }, a.kernel);
+        if (a.agent !== undefined) this.heartbeatAge.set({ app, signal: 'agent' }, a.agent);
+      }
+    },
   });
   readonly verdict = new Gauge({
     name: 'eve_diag_verdict',
@@ -78,8 +87,20 @@ export class MonitorMetrics {
     this.probeDuration.observe({ app, scenario }, durationMs / 1000);
   }
 
+  readonly #verdicts = new Map<string, Verdict>();
+
+  /** The app's verdict in force (the series change only when it does). */
   setVerdict(app: string, v: Verdict): void {
+    if (this.#verdicts.get(app) === v) return;
     for (const x of VERDICTS) this.verdict.set({ app, verdict: x }, x === v ? 1 : 0);
+    this.#verdicts.set(app, v);
+  }
+
+  /** Seconds since the app's heartbeat (kernel or agent) last advanced. */
+  setHeartbeatAge(app: string, signal: 'kernel' | 'agent', seconds: number): void {
+    let a = this.#ages.get(app);
+    if (a === undefined) this.#ages.set(app, (a = {}));
+    a[signal] = seconds;
   }
 
   /** Forget an app that went away (its series would otherwise stay forever). */
@@ -89,6 +110,8 @@ export class MonitorMetrics {
       for (const outcome of ['success', 'failure', 'unknown']) this.probeResults.remove({ app, scenario, outcome });
     }
     this.#scenarios.delete(app);
+    this.#verdicts.delete(app);
+    this.#ages.delete(app);
     for (const x of VERDICTS) this.verdict.remove({ app, verdict: x });
     for (const signal of ['kernel', 'agent']) this.heartbeatAge.remove({ app, signal });
   }

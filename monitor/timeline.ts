@@ -104,7 +104,10 @@ export class Timeline {
   }
 }
 
-/** The timeline point of a probe result, for the probes whose results a timeline keeps; else undefined. */
+/**
+ * The timeline point of a probe result, for the probes whose results a timeline keeps; else undefined.
+ * Fields the evidence lacks are undefined (Timeline.record keeps them as absent).
+ */
 export function timelinePoint(at: number, scenario: string, probe: string, outcome: ProbeOutcome, evidence: Record<string, unknown> | undefined): TimelinePoint | undefined {
   const ev = evidence ?? {};
   const str = (v: unknown) => (typeof v === 'string' ? v.slice(0, 32) : undefined);
@@ -113,14 +116,10 @@ export function timelinePoint(at: number, scenario: string, probe: string, outco
   switch (probe) {
     case 'kernel-heartbeat':
     case 'agent-heartbeat':
-      return defined({ at, scenario, probe, outcome, status: str(ev['status']), beats: num(ev['beats']), ageMs: num(ev['ageMs']), runState: str(vm?.status) });
+      return { at, scenario, probe, outcome, status: str(ev['status']), beats: num(ev['beats']), ageMs: num(ev['ageMs']), runState: str(vm?.status) };
     case 'qmp-status':
-      return defined({ at, scenario, probe, outcome, runState: str(ev['status']) });
+      return { at, scenario, probe, outcome, runState: str(ev['status']) };
     default:
       return undefined;
   }
-}
-
-function defined<T extends object>(o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }

@@ -49,6 +49,13 @@ export interface Probe {
   readonly kind: string;
   run(target: AppTarget, opts: { timeoutMs: number; signal: AbortSignal }): Promise<ProbeResult>;
   /**
+   * The same run answered at once, when the probe can tell without waiting for anything (a heartbeat
+   * read over procmem: one pread, no QMP round trip); undefined when it cannot, and the worker awaits
+   * `run`. It must not block: it is the cheap path that lets one monitor watch a thousand VMs
+   * (bench/fleet), with no timer, promise or abort signal per poll.
+   */
+  runSync?(target: AppTarget): ProbeResult | undefined;
+  /**
    * How often this probe wants to run, in ms, when that is more often than its scenario's period
    * (asked before each wait). A heartbeat read is cheap and its stall rule already waits for the
    * beat's own bound, so polling it faster only brings the verdict earlier. Undefined: the period.

@@ -141,8 +141,11 @@ export class Worker {
    */
   async probeOnce(signal: AbortSignal): Promise<WorkerUpdate> {
     const t0 = this.clock.now();
+    const fast = this.#inFlight === undefined ? this.#runSync(t0) : undefined;
     const r: ProbeResult =
-      this.#inFlight !== undefined
+      fast !== undefined
+        ? fast
+        : this.#inFlight !== undefined
         ? {
             outcome: 'failure',
             detail: `the previous probe run has not returned after ${Math.round(t0 - this.#inFlight.since)} ms (it ignores its timeout); not starting another`,
@@ -160,6 +163,22 @@ export class Worker {
     const u = { app: this.app.name, scenario: this.scenario, state, changed };
     this.onUpdate(u);
     return u;
+  }
+
+  /**
+   * Probe.runSync, with the same rules as an awaited run: a result later than the timeout is a
+   * timeout (it cannot be cut short, but it did not answer in time), a throw is unknown.
+   */
+  #runSync(t0: number): ProbeResult | undefined {
+    if (this.probe.runSync === undefined) return undefined;
+    let r: ProbeResult | undefined;
+    try {
+      r = this.probe.runSync(this.app);
+    } catch (e) {
+      return { outcome: 'unknown', detail: `probe error: ${(e as Error)?.message ?? String(e)}` };
+    }
+    if (r !== undefined && this.clock.now() - t0 > this.timing.timeoutMs) return { outcome: 'failure', detail: `timed out after ${this.timing.timeoutMs} ms` };
+    return r;
   }
 
   /** The scenario's period, or the probe's shorter interval (never below MIN_PROBE_INTERVAL_MS). */

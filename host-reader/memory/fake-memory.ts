@@ -14,6 +14,11 @@ export interface FakeMemoryOptions {
   limit?: bigint;
   /** Runs before each read is served; may throw (or reject) to fail the read. */
   onRead?: (addr: bigint, size: number) => void | Promise<void>;
+  /**
+   * Answer `readSync` too (as procmem does); default false: readSync is undefined-always and every
+   * read is awaited. A memory with `onRead` never answers at once (the hook may be async).
+   */
+  sync?: boolean;
 }
 
 export interface FakeReadRecord {
@@ -42,12 +47,16 @@ export class FakeGuestMemory implements GuestMemory {
   private readonly unmapped: 'zeros' | 'throw';
   private readonly limit: bigint | undefined;
   private readonly onRead: FakeMemoryOptions['onRead'];
+  private readonly sync: boolean;
+  /** Reads answered by readSync (also counted in `reads`). */
+  syncReads = 0;
 
   constructor(opts: FakeMemoryOptions = {}) {
     this.name = opts.name ?? 'fake';
     this.unmapped = opts.unmapped ?? 'zeros';
     this.limit = opts.limit;
     this.onRead = opts.onRead;
+    this.sync = opts.sync ?? false;
   }
 
   /** Map `bytes` (copied) at `addr`. Overlapping an existing mapping is a programmer error. */
@@ -95,6 +104,22 @@ export class FakeGuestMemory implements GuestMemory {
     if (this.closed) throw new MemoryClosedError(this.name, addr, size);
     await this.onRead?.(addr, size);
     opts.signal?.throwIfAborted();
+    return this.#serve(addr, size);
+  }
+
+  readSync(addr: bigint, size: number): Uint8Array | undefined {
+    if (!this.sync || this.onRead !== undefined || this.closed) return undefined;
+    try {
+      checkRead(addr, size);
+      const out = this.#serve(addr, size);
+      this.syncReads++;
+      return out;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #serve(addr: bigint, size: number): Uint8Array {
     const end = addr + BigInt(size);
     if (this.limit !== undefined && end > this.limit) {
       throw new UnmappedReadError(this.name, addr, size, addr > this.limit ? addr : this.limit);

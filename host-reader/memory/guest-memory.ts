@@ -16,6 +16,13 @@ export interface GuestMemory {
    * closed), with `signal.reason` when aborted, with a RangeError for invalid arguments.
    */
   read(addr: bigint, size: number, opts?: ReadOptions): Promise<Uint8Array>;
+  /**
+   * The same read answered at once, when this memory can (procmem: one pread of a range it has
+   * translated): exactly `size` bytes, or undefined when it cannot or the read failed; the caller then
+   * awaits `read`, which reports the failure properly. Lets a steady heartbeat poll run with no
+   * promise, timer or abort signal of its own (bench/fleet).
+   */
+  readSync?(addr: bigint, size: number): Uint8Array | undefined;
   /** A short human-readable name for logs and errors (`pmemsave:/run/.../qmp`, `file:/dev/shm/x`). */
   readonly name: string;
   close?(): Promise<void>;

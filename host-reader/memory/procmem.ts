@@ -340,6 +340,15 @@ export class ProcMemory implements GuestMemory {
     }
   }
 
+  readSync(addr: bigint, size: number): Uint8Array | undefined {
+    if (this.#closed || this.#reopening !== undefined) return undefined;
+    try {
+      return this.#readSync(addr, size);
+    } catch {
+      return undefined; // read() says why (EPERM, the process gone, a mapping gone)
+    }
+  }
+
   /**
    * A small read inside one RAM range (the table, a verify): one synchronous pread, 4-5 us of CPU
    * against ~25 us for a FileHandle read through libuv's thread pool (measured). Guest RAM is QEMU's

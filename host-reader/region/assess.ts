@@ -187,7 +187,19 @@ export function delta32(a: number, b: number): number {
   return (b - a) >>> 0;
 }
 
+/** Options resolved once per options object (a poller passes the same one on every sample). */
+const resolved = new WeakMap<AssessOptions, Required<AssessOptions>>();
+
 function resolveOptions(o: AssessOptions): Required<AssessOptions> {
+  let r = resolved.get(o);
+  if (r === undefined) {
+    r = checkOptions(o);
+    resolved.set(o, r);
+  }
+  return r;
+}
+
+function checkOptions(o: AssessOptions): Required<AssessOptions> {
   const r = { ...DEFAULTS, ...o };
   const positive = (k: keyof AssessOptions) => {
     const v = r[k];
@@ -281,14 +293,27 @@ function advance(prev: AssessState, cur: DecodedRegion, now: number, running: bo
   };
 }
 
-function rateOf(window: AssessState['window'], which: 'kernel' | 'agent'): { ratePerSec?: number; rateWindowMs?: number } {
+interface Rates {
+  kernel: number;
+  agent: number;
+  windowMs: number;
+}
+
+/** Beats per second of both signals over the window, or undefined for a window of no length. */
+function ratesOf(window: AssessState['window']): Rates | undefined {
   const first = window[0];
   const last = window[window.length - 1];
-  if (first === undefined || last === undefined || last.at <= first.at) return {};
-  let beats = 0;
-  for (let i = 1; i < window.length; i++) beats += delta32((window[i - 1] as (typeof window)[0])[which], (window[i] as (typeof window)[0])[which]);
+  if (first === undefined || last === undefined || last.at <= first.at) return undefined;
+  let kernel = 0;
+  let agent = 0;
+  for (let i = 1; i < window.length; i++) {
+    const a = window[i - 1] as (typeof window)[0];
+    const b = window[i] as (typeof window)[0];
+    kernel += delta32(a.kernel, b.kernel);
+    agent += delta32(a.agent, b.agent);
+  }
   const ms = last.at - first.at;
-  return { ratePerSec: (beats * 1000) / ms, rateWindowMs: ms };
+  return { kernel: (kernel * 1000) / ms, agent: (agent * 1000) / ms, windowMs: ms };
 }
 
 /** The ring's recorded intervals in ms, newest first. */
@@ -298,16 +323,22 @@ function intervalsMsOf(region: Pick<DecodedRegion, 'ring' | 'kernel'>): number[]
 
 /** Jitter statistics of the ring's intervals (Timer units, 100 ns) converted to ms. */
 export function jitterOf(region: Pick<DecodedRegion, 'ring' | 'kernel'>, resolutionMs = DEFAULTS.timerResolutionMs): JitterStats | undefined {
-  const ms = intervalsMsOf(region);
-  if (ms.length === 0) return undefined;
+  return jitterOfMs(intervalsMsOf(region), resolutionMs);
+}
+
+function jitterOfMs(ms: readonly number[], resolutionMs: number): JitterStats | undefined {
   const n = ms.length;
-  const mean = ms.reduce((a, b) => a + b, 0) / n;
-  const variance = ms.reduce((a, b) => a + (b - mean) * (b - mean), 0) / n;
-  const sorted = [...ms].sort((a, b) => a - b);
+  if (n === 0) return undefined;
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += ms[i] as number;
+  const mean = sum / n;
+  let sq = 0;
+  for (let i = 0; i < n; i++) sq += ((ms[i] as number) - mean) * ((ms[i] as number) - mean);
+  const sorted = Float64Array.from(ms).sort();
   return {
     count: n,
     meanMs: mean,
-    stddevMs: Math.sqrt(variance),
+    stddevMs: Math.sqrt(sq / n),
     minMs: sorted[0] as number,
     maxMs: sorted[n - 1] as number,
     p95Ms: sorted[Math.max(0, Math.ceil(0.95 * n) - 1)] as number,
@@ -367,11 +398,14 @@ export function kernelStallBound(periodMs: number, intervalsMs: readonly number[
   // extra beats (the zone's registration reads it twice at boot, a tool reading its temp). The longest,
   // not mean + k sd: a few irregular beats soon after boot make the deviation of a short ring huge
   // (measured in bench/detection: the bound at its cap, and 4 s verdicts, seconds after boot).
-  const polls = intervalsMs.filter((ms) => ms >= periodMs / 2);
-  if (polls.length > 0) {
-    const max = Math.max(...polls);
-    if (max > expectedMs) [expectedMs, basis] = [max, `the longest of ${polls.length} recorded intervals`];
+  let polls = 0;
+  let max = 0;
+  for (const ms of intervalsMs) {
+    if (ms < periodMs / 2) continue;
+    polls++;
+    if (ms > max) max = ms;
   }
+  if (polls > 0 && max > expectedMs) [expectedMs, basis] = [max, `the longest of ${polls} recorded intervals`];
   const cap = KERNEL_BOUND_MAX_PERIODS * periodMs;
   if (expectedMs > cap) [expectedMs, basis] = [cap, `${KERNEL_BOUND_MAX_PERIODS} periods (the recorded intervals are longer)`];
   return { expectedMs, lateMs: periodMs + 2 * resolutionMs, stallMs: expectedMs + 2 * resolutionMs + slack * periodMs, basis };
@@ -425,23 +459,26 @@ export function assessHeartbeat(input: AssessInput, options: AssessOptions = {})
 
   const kernelDelta = previous === undefined || reason !== undefined ? undefined : delta32(previous.kernel.beats, sample.kernel.beats);
   const agentDelta = previous === undefined || reason !== undefined ? undefined : delta32(previous.agent.beats, sample.agent.beats);
-  const kernel: KernelReport = {
-    ...base('unknown', kernelPeriodMs, ''),
-    beats: sample.kernel.beats,
-    ...(kernelDelta !== undefined ? { delta: kernelDelta } : {}),
-    ...rateOf(state.window, 'kernel'),
-  };
-  const jitter = jitterOf(sample, o.timerResolutionMs);
+  // Built field by field in one order (no spreads): this runs per VM per poll (bench/fleet).
+  const rates = ratesOf(state.window);
+  const kernel: KernelReport = { status: 'unknown', expectedPeriodMs: kernelPeriodMs, detail: '', beats: sample.kernel.beats };
+  if (kernelDelta !== undefined) kernel.delta = kernelDelta;
+  if (rates !== undefined) {
+    kernel.ratePerSec = rates.kernel;
+    kernel.rateWindowMs = rates.windowMs;
+  }
+  const intervalsMs = intervalsMsOf(sample);
+  const jitter = jitterOfMs(intervalsMs, o.timerResolutionMs);
   if (jitter !== undefined) kernel.jitter = jitter;
   if (previous !== undefined && reason === undefined && kernelDelta !== undefined && kernelDelta > 0 && now - previous.at < TIMER_SAFE_MS) {
     kernel.guestIntervalMs = delta32(previous.kernel.last, sample.kernel.last) / UNITS_PER_MS / kernelDelta;
   }
-  const agent: SignalReport = {
-    ...base('unknown', o.agentPeriodMs, ''),
-    beats: sample.agent.beats,
-    ...(agentDelta !== undefined ? { delta: agentDelta } : {}),
-    ...rateOf(state.window, 'agent'),
-  };
+  const agent: SignalReport = { status: 'unknown', expectedPeriodMs: o.agentPeriodMs, detail: '', beats: sample.agent.beats };
+  if (agentDelta !== undefined) agent.delta = agentDelta;
+  if (rates !== undefined) {
+    agent.ratePerSec = rates.agent;
+    agent.rateWindowMs = rates.windowMs;
+  }
 
   const report: HeartbeatReport = { at: now, vm, restarted: reason !== undefined, kernel, agent };
   if (reason !== undefined) report.restartReason = reason;
@@ -477,7 +514,7 @@ export function assessHeartbeat(input: AssessInput, options: AssessOptions = {})
             },
       );
     } else {
-      const bound = kernelStallBound(kernelPeriodMs, intervalsMsOf(sample), o.stallSlack, o.timerResolutionMs);
+      const bound = kernelStallBound(kernelPeriodMs, intervalsMs, o.stallSlack, o.timerResolutionMs);
       kernel.stallAfterMs = bound.stallMs;
       set(kernel, kernelByAge(state.kernel, now, kernelPeriodMs, bound));
       if (jitter !== undefined && jitter.meanMs > o.lateAfterPeriods * kernelPeriodMs) {

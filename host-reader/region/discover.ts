@@ -222,7 +222,7 @@ function scanPlan(ranges: readonly PhysRange[], top: bigint, budget: bigint): Ph
  * or with the memory's error when a read fails.
  */
 export async function discoverTable(memory: GuestMemory, target: DiagLayout | TableIdentity, opts: DiscoverOptions): Promise<Discovery> {
-  const id = resolveIdentity('format' in target ? identityFromLayout(target) : target);
+  const id = resolvedTarget(target);
   const clock = opts.now ?? (() => performance.now());
   const t0 = clock();
   const top = toBig('lowRamTop', opts.lowRamTop);
@@ -295,13 +295,42 @@ export async function verifyAt(
   target: DiagLayout | TableIdentity,
   opts: { signal?: AbortSignal } = {},
 ): Promise<VerifyResult> {
-  const id = resolveIdentity('format' in target ? identityFromLayout(target) : target);
-  const regionBytes = id.regionSize ?? Off.ring;
-  const size = id.length ?? id.regionOffset + regionBytes;
-  const bytes = await memory.read(address, size, opts);
+  const id = resolvedTarget(target);
+  return verified(await memory.read(address, verifySize(id), opts), id);
+}
+
+/**
+ * verifyAt answered at once, when `memory` can read synchronously (GuestMemory.readSync); undefined
+ * when it cannot (the caller awaits verifyAt, which also reports a failed read).
+ */
+export function verifyAtSync(memory: GuestMemory, address: bigint, target: DiagLayout | TableIdentity): VerifyResult | undefined {
+  if (memory.readSync === undefined) return undefined;
+  const id = resolvedTarget(target);
+  const bytes = memory.readSync(address, verifySize(id));
+  return bytes === undefined ? undefined : verified(bytes, id);
+}
+
+/** A layout's identity is resolved once (a poll re-checks the same table every time). */
+const resolvedLayouts = new WeakMap<DiagLayout, Resolved>();
+
+function resolvedTarget(target: DiagLayout | TableIdentity): Resolved {
+  if (!('format' in target)) return resolveIdentity(target);
+  let r = resolvedLayouts.get(target);
+  if (r === undefined) {
+    r = resolveIdentity(identityFromLayout(target));
+    resolvedLayouts.set(target, r);
+  }
+  return r;
+}
+
+function verifySize(id: Resolved): number {
+  return id.length ?? id.regionOffset + (id.regionSize ?? Off.ring);
+}
+
+function verified(bytes: Uint8Array, id: Resolved): VerifyResult {
   const m = match(bytes, 0, id);
   if (!m.ok) return { ok: false, reason: m.reason };
-  const region = bytes.subarray(id.regionOffset, id.regionOffset + regionBytes);
+  const region = bytes.subarray(id.regionOffset, id.regionOffset + (id.regionSize ?? Off.ring));
   return id.length !== undefined ? { ok: true, table: bytes, region, checksumOk: byteSum(bytes) === 0 } : { ok: true, table: bytes, region };
 }
 

@@ -84,6 +84,14 @@ export class QmpLink {
     return signal === undefined ? this.#connecting : raceSignal(this.#connecting, signal);
   }
 
+  /** `client()` answered at once: the live client (counted as a use, like `client()`), or undefined. */
+  clientSync(): QmpClient | undefined {
+    if (this.#closed) return undefined;
+    const live = this.current;
+    if (live !== undefined) this.#touch();
+    return live;
+  }
+
   /**
    * Runs `hook` with every connection from now on (and at once with the live one). Returns the
    * function that removes it (running its cleanup).

@@ -17,7 +17,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup() {
+async function setup(opts: { sync?: boolean } = {}) {
   const mtree = await readFile(join(import.meta.dirname, 'region', 'fixtures', 'q35-512-seabios-booted.mtree-f.txt'), 'utf8');
   const server = await FakeQmpServer.start();
   cleanups.push(() => server.close());
@@ -27,13 +27,13 @@ async function setup() {
   const qmp = await QmpClient.connect(server.target);
   cleanups.push(() => qmp.close());
   const { aml, layout } = buildDiagSsdt({ nonce: 0xabcn, kernelPeriodMs: 1000 });
-  const memory = new FakeGuestMemory({ unmapped: 'zeros', limit: 0x2000_0000n });
+  const memory = new FakeGuestMemory({ unmapped: 'zeros', limit: 0x2000_0000n, sync: opts.sync ?? false });
   memory.map(0x1ffe_2270n, aml.slice());
   let t = 0;
   const poller = new HeartbeatPoller(qmp, new RegionReader(qmp, memory, layout), {}, () => t);
   cleanups.push(() => poller.close());
   const statusCalls = () => server.received.filter((c) => c.execute === 'query-status').length;
-  return { server, qmp, vm, poller, statusCalls, at: (ms: number) => (t = ms) };
+  return { server, qmp, vm, poller, memory, statusCalls, at: (ms: number) => (t = ms) };
 }
 
 test('after the first poll, polls make no QMP round trip until an event or the refresh', async () => {
@@ -74,4 +74,42 @@ test('a lost QMP connection makes the next poll ask, and fail with a QmpError', 
   server.dropClient();
   await qmp.closed.catch(() => undefined);
   await expect(poller.poll()).rejects.toBeInstanceOf(QmpError);
+});
+
+test('pollSync: at once only when the run state is current and the memory reads at once; else undefined and poll() asks', async () => {
+  const { server, qmp, vm, poller, memory, statusCalls, at } = await setup({ sync: true });
+  expect(poller.pollSync()).toBeUndefined(); // no run state yet
+  const first = await poller.poll();
+  const sent = server.received.length;
+  at(1000);
+  const p = poller.pollSync();
+  expect(p?.snapshot?.address).toBe(first.snapshot?.address);
+  expect(p?.report.vm).toEqual({ running: true, status: 'running' });
+  expect(memory.syncReads).toBe(1);
+  expect(server.received.length).toBe(sent);
+
+  vm.running = false;
+  vm.status = 'paused';
+  const stopped = qmp.waitEvent('STOP');
+  server.emitEvent('STOP');
+  await stopped;
+  expect(poller.pollSync()).toBeUndefined(); // an event queued: poll() asks what changed
+  expect((await poller.poll()).report.kernel.status).toBe('paused');
+  expect(statusCalls()).toBe(2);
+  at(2000);
+  expect(poller.pollSync()?.report.kernel.status).toBe('paused');
+  at(2000 + STATUS_REFRESH_MS);
+  expect(poller.pollSync()).toBeUndefined(); // the refresh is due
+  expect(statusCalls()).toBe(2);
+});
+
+test('pollSync after a RESET: undefined (the address is forgotten), and poll() rescans', async () => {
+  const { server, qmp, poller } = await setup({ sync: true });
+  await poller.poll();
+  expect(poller.pollSync()).toBeDefined();
+  const reset = qmp.waitEvent('RESET');
+  server.emitEvent('RESET');
+  await reset;
+  expect(poller.pollSync()).toBeUndefined();
+  expect((await poller.poll()).report.restarted).toBe(true);
 });

@@ -162,3 +162,48 @@ describe('Worker timing with a fake clock', () => {
   });
 });
 
+
+describe('Worker with a probe that can answer at once (Probe.runSync)', () => {
+  const timing = { periodMs: 1000, timeoutMs: 100, initialDelayMs: 0, failureThreshold: 1, successThreshold: 1 };
+  function syncProbe(answers: Array<ProbeResult | undefined | 'throw' | 'slow'>, clock: FakeClock) {
+    const p = {
+      kind: 'sync',
+      runs: 0,
+      syncCalls: 0,
+      run: () => (p.runs++, Promise.resolve(r(U))),
+      runSync: (): ProbeResult | undefined => {
+        const a = answers[Math.min(p.syncCalls++, answers.length - 1)];
+        if (a === 'throw') throw new Error('sync bug');
+        if (a === 'slow') {
+          clock.advance(150).catch(() => undefined); // the read took longer than the timeout (no sleeper: time moves at once)
+          return r(S);
+        }
+        return a;
+      },
+    };
+    return p;
+  }
+
+  test('its answer is used and run() is not called; undefined falls back to run()', async () => {
+    const clock = new FakeClock();
+    const p = syncProbe([r(S), undefined, r(F)], clock);
+    const w = new Worker({ name: 'a' }, 'k', p, timing, clock, () => undefined, () => 0);
+    const s = new AbortController().signal;
+    expect((await w.probeOnce(s)).state.last?.outcome).toBe(S);
+    expect(p.runs).toBe(0);
+    expect((await w.probeOnce(s)).state.last?.outcome).toBe(U);
+    expect(p.runs).toBe(1);
+    expect((await w.probeOnce(s)).state).toMatchObject({ result: 'failure', last: { outcome: F } });
+    expect(p.runs).toBe(1);
+  });
+
+  test('a throw is unknown with the error; an answer later than the timeout is a timeout', async () => {
+    const clock = new FakeClock();
+    const p = syncProbe(['throw', 'slow'], clock);
+    const w = new Worker({ name: 'a' }, 'k', p, timing, clock, () => undefined, () => 0);
+    const s = new AbortController().signal;
+    expect((await w.probeOnce(s)).state.last).toMatchObject({ outcome: U, detail: 'probe error: sync bug' });
+    expect((await w.probeOnce(s)).state.last).toMatchObject({ outcome: F, detail: 'timed out after 100 ms' });
+    expect(p.runs).toBe(0);
+  });
+});

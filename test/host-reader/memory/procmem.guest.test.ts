@@ -169,12 +169,21 @@ describe('q35 + SeaBIOS, 256 MiB: the whole life of a procmem reader', () => {
     }
     expect(qmp.stats.commandsSent - sent0, 'QMP commands during 8 polls').toBe(0);
     expect(poller.statusQueries).toBe(q1);
+    // The same poll answered at once (pollSync, what the monitor's workers take): the same table, alive.
+    for (let i = 0; i < 4; i++) {
+      const p = poller.pollSync();
+      expect(p?.report.kernel.status).toBe('alive');
+      expect(p?.snapshot?.address).toBe(address);
+      await sleep(250);
+    }
+    expect(qmp.stats.commandsSent - sent0, 'QMP commands during 4 sync polls').toBe(0);
 
     // system_reset: the RESET re-translates (same QEMU, same HVAs), rescans, and the heartbeat comes back.
     const translations = mem.translations;
     const reset = qmp.waitEvent('RESET', { timeoutMs: 10_000 });
     await qmp.systemReset();
     await reset;
+    expect(poller.pollSync(), 'no poll at once right after a RESET').toBeUndefined();
     const back = await pollUntil(
       poller,
       (p) => p.report.kernel.status === 'alive' && (p.snapshot?.region.loadCount ?? 0) === 1 && poller.statusQueries > q1,
