@@ -60,6 +60,8 @@ const USAGE = `usage: node .cache/bench/fleet.mjs [--sizes 10,100,1000,3000] [--
                        0: none (default 1000)
   --profile DIR        write a V8 CPU profile (node --cpu-prof) of the monitor into DIR for --profile-size
   --profile-size       the size to profile (default 1000; one extra run)
+  --monitor-node-options=FLAGS  node flags for the monitor child, space separated (default none), e.g.
+                       --monitor-node-options=--max-semi-space-size=4
   --scenario-period    the kernel-heartbeat scenario's periodSeconds, 1..60 (timeout 1 s); default: the
                        monitor's defaults. The probe polls at 1 Hz / 4 Hz inside it either way.`;
 
@@ -79,6 +81,8 @@ interface Options {
   profile?: string;
   profileSize: number;
   scenarioPeriod?: number;
+  /** Extra node flags for the monitor child (e.g. --max-semi-space-size=2). */
+  monitorNodeOptions: string[];
 }
 
 function die(msg: string): never {
@@ -100,6 +104,7 @@ function parseOptions(argv: string[]): Options {
         profile: { type: 'string' },
         'profile-size': { type: 'string' },
         'scenario-period': { type: 'string' },
+        'monitor-node-options': { type: 'string' },
         help: { type: 'boolean' },
       },
     }).values;
@@ -122,6 +127,7 @@ function parseOptions(argv: string[]): Options {
     ...(values.profile !== undefined ? { profile: values.profile === '' ? die('--profile: a directory (got "")') : values.profile } : {}),
     profileSize: int('profile-size', values['profile-size'], 1000, 1, 5000),
     ...(values['scenario-period'] !== undefined ? { scenarioPeriod: int('scenario-period', values['scenario-period'], 10, 1, 60) } : {}),
+    monitorNodeOptions: (values['monitor-node-options'] ?? '').split(' ').filter((w) => w !== ''),
   };
 }
 
@@ -286,7 +292,8 @@ async function monitorChild(configFile: string): Promise<void> {
         const app = String(v.labels.app);
         (out[app] ??= {})[String(v.labels.outcome)] = v.value;
       }
-      process.send?.({ counts: out });
+      const m = process.memoryUsage();
+      process.send?.({ counts: out, memory: { heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss } });
     }).catch((e: unknown) => console.error(`counts: ${String(e)}`));
   });
   process.send?.({ ready: true });
@@ -407,7 +414,7 @@ async function runOnce(dir: string, vms: number, pollSeconds: number | undefined
     const configFile = join(runDir, 'monitor.json');
     writeFileSync(configFile, JSON.stringify(config, null, 1));
     const logFd = openSync(join(runDir, 'monitor.log'), 'w');
-    mon = spawnRole(['--role', 'monitor', '--config', configFile], [], 3 * vms + 256, logFd);
+    mon = spawnRole(['--role', 'monitor', '--config', configFile], o.monitorNodeOptions, 3 * vms + 256, logFd);
     closeSync(logFd);
     await waitMessage(mon, (m) => ((m as { ready?: boolean }).ready ? true : undefined), 30_000, 'monitor');
     const counts = async (): Promise<Counts> => {
@@ -461,6 +468,19 @@ async function runOnce(dir: string, vms: number, pollSeconds: number | undefined
     const s1 = cpuMs(sim.pid as number);
     const wall = performance.now() - t0;
     const c1 = await counts();
+    const mem = await new Promise<Record<string, number>>((resolve) => {
+      const onMsg = (m: unknown) => {
+        const x = (m as { memory?: Record<string, number> }).memory;
+        if (x !== undefined) {
+          mon?.off('message', onMsg);
+          resolve(x);
+        }
+      };
+      mon?.on('message', onMsg);
+      mon?.send({ counts: true });
+    });
+    const mb = (b: number | undefined) => ((b ?? 0) / 1048576).toFixed(1);
+    process.stderr.write(`  monitor memory at the end: rss ${mb(mem.rss)} MB, V8 heap used ${mb(mem.heapUsed)} of ${mb(mem.heapTotal)} MB, external ${mb(mem.external)} MB (array buffers ${mb(mem.arrayBuffers)})\n`);
     if (profile && o.profile !== undefined) {
       const file = join(o.profile, `monitor-${vms}vms-${new Date().toISOString().replace(/[:.]/g, '')}.cpuprofile`);
       const p = waitMessage(mon, (m) => (m as { profiled?: string }).profiled, 30_000, 'monitor profile');

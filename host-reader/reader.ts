@@ -3,6 +3,7 @@ import type { GuestMemory } from './memory/guest-memory.js';
 import type { QmpClient, QmpEventListener, QmpStatus } from './qmp/index.js';
 import { assessHeartbeat, type AssessOptions, type AssessState, type HeartbeatReport } from './region/assess.js';
 import { decodeRegion, type DecodedRegion } from './region/decode.js';
+import { byteSum } from '../acpi/table.js';
 import { discoverTable, parseMtreeLowRam, verifyAt, verifyAtSync, type Discovery, type VerifyResult } from './region/discover.js';
 
 export interface Snapshot {
@@ -15,6 +16,21 @@ export interface Snapshot {
   table: Uint8Array;
   /** Set when this read had to (re)discover the table; the discovery's cost. */
   discovery?: Discovery;
+}
+
+/** A Snapshot whose checksumOk is the table's byte sum, taken when read (RegionReader.readSync). */
+class LazySumSnapshot implements Snapshot {
+  #sum: boolean | undefined;
+  constructor(
+    readonly at: number,
+    readonly address: bigint,
+    readonly region: DecodedRegion,
+    readonly table: Uint8Array,
+  ) {}
+
+  get checksumOk(): boolean {
+    return (this.#sum ??= byteSum(this.table) === 0);
+  }
 }
 
 /** The table could be found, but its region does not decode (a guest scribbling over it). */
@@ -95,7 +111,13 @@ export class RegionReader {
     if (!v.ok) throw new RegionDecodeError(address, 'table', v.reason);
     const r = decodeRegion(v.region, { nonce: this.layout.nonce, ringLength: this.layout.ring.length });
     if (!r.ok) throw new RegionDecodeError(address, r.field, r.reason);
-    return { at: this.now(), address, region: r.region, checksumOk: v.checksumOk ?? false, table: v.table, ...(discovery ? { discovery } : {}) };
+    if (v.checksumOk === undefined && discovery === undefined && v.table.length === this.layout.table.length) {
+      // A sync read leaves the sum out: computed when somebody reads it (a poll does not).
+      return new LazySumSnapshot(this.now(), address, r.region, v.table);
+    }
+    const snapshot: Snapshot = { at: this.now(), address, region: r.region, checksumOk: v.checksumOk ?? false, table: v.table };
+    if (discovery) snapshot.discovery = discovery;
+    return snapshot;
   }
 }
 
@@ -111,6 +133,9 @@ export const RUN_STATE_EVENTS = ['STOP', 'RESUME', 'RESET', 'SHUTDOWN', 'POWERDO
 /** With no run-state event for this long, the poller asks `query-status` again. */
 export const STATUS_REFRESH_MS = 10_000;
 
+/** A background status refresh (pollSync) out for longer than this: the next poll waits for QEMU itself. */
+export const REFRESH_WAIT_MS = 1000;
+
 export interface HeartbeatPollerOptions {
   /** Ask `query-status` when no event came for this long; default STATUS_REFRESH_MS. */
   statusRefreshMs?: number;
@@ -125,7 +150,8 @@ export interface HeartbeatPollerOptions {
  * to what: `paused`, `debug`, `guest-panicked`...), and when no event was seen for
  * `statusRefreshMs` (10 s: a lost event or a QEMU that stopped answering is noticed within that). In
  * between a poll makes no QMP round trip of its own, so over `procmem` a steady poll costs QEMU
- * nothing. A lost QMP connection makes the next poll ask (and fail).
+ * nothing; `pollSync` asks the refresh in the background. A lost QMP connection makes the next poll
+ * ask (and fail).
  */
 export class HeartbeatPoller {
   #state: AssessState | undefined;
@@ -138,6 +164,10 @@ export class HeartbeatPoller {
   #statusQueries = 0;
   /** A run-state event was taken and no query-status answered since. */
   #changed = false;
+  /** pollSync's background `query-status` (the refresh) while it is out, since when, and how the last one failed. */
+  #refreshing: Promise<void> | undefined;
+  #refreshSince = 0;
+  #refreshError: Error | undefined;
 
   constructor(
     private readonly qmp: QmpClient,
@@ -174,8 +204,30 @@ export class HeartbeatPoller {
       this.#changed = false;
       this.#status = status;
       this.#statusAt = this.now();
+      this.#refreshError = undefined;
     }
     return this.#status;
+  }
+
+  /** The refresh pollSync asks for: query-status in the background; the poll goes on with the known state. */
+  #refreshInBackground(): void {
+    this.#statusQueries++;
+    this.#refreshSince = this.now();
+    const refresh: Promise<void> = this.qmp
+      .queryStatus()
+      .then(
+        (status) => {
+          this.#status = status;
+          this.#statusAt = this.now();
+        },
+        (e: unknown) => {
+          this.#refreshError = e as Error;
+        },
+      )
+      .then(() => {
+        if (this.#refreshing === refresh) this.#refreshing = undefined;
+      });
+    this.#refreshing = refresh;
   }
 
   async poll(signal?: AbortSignal): Promise<Poll> {
@@ -198,7 +250,15 @@ export class HeartbeatPoller {
    */
   pollSync(): Poll | undefined {
     const status = this.#status;
-    if (status === undefined || this.#changed || this.#events.queued > 0 || this.#events.ended || this.now() - this.#statusAt >= this.#refreshMs) return undefined;
+    if (status === undefined || this.#changed || this.#events.queued > 0 || this.#events.ended || this.#refreshError !== undefined) return undefined;
+    // The refresh (no event for refreshMs) is asked in the background: the state known until it
+    // answers is the state the events said. One that fails, or is out for longer than REFRESH_WAIT_MS
+    // (QEMU stopped answering), sends the next poll to poll(), which asks and reports it.
+    if (this.#refreshing !== undefined) {
+      if (this.now() - this.#refreshSince > REFRESH_WAIT_MS) return undefined;
+    } else if (this.now() - this.#statusAt >= this.#refreshMs) {
+      this.#refreshInBackground();
+    }
     let snapshot: Snapshot | undefined;
     try {
       snapshot = this.reader.readSync();

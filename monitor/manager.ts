@@ -6,6 +6,7 @@ import { createProbe } from './probes/index.js';
 import type { QmpLinks } from './probes/qmp-link.js';
 import type { Probe, Verdict } from './types.js';
 import { Timeline, timelinePoint, type TimelineSampleOut } from './timeline.js';
+import { Ticker } from './ticker.js';
 import { Worker, type WorkerUpdate } from './worker.js';
 
 /**
@@ -52,7 +53,15 @@ export interface ManagerDeps {
   wallNow?: () => number;
   /** Samples kept per app for report timelines. Default 360. */
   timelineSamples?: number;
+  /**
+   * The workers share one timer (monitor/ticker.ts) that wakes at most every this many ms: probes due
+   * within it run together, that much late at most. Default TICK_MS.
+   */
+  tickMs?: number;
 }
+
+/** The workers' shared timer wakes at most this often (ms): 1000 VMs at 1 Hz is 100 wake-ups a second, not 1000. */
+export const TICK_MS = 10;
 
 interface AppRun {
   app: AppConfig;
@@ -82,8 +91,13 @@ export class Manager {
   readonly #apps = new Map<string, AppRun>();
   readonly #diagnoses = new Set<Promise<unknown>>();
   #stopped = false;
+  readonly #ticker: Ticker;
 
-  constructor(private readonly deps: ManagerDeps) {}
+  constructor(private readonly deps: ManagerDeps) {
+    this.#ticker = new Ticker(deps.clock, deps.tickMs ?? TICK_MS, (e) =>
+      this.#logSafely({ level: 'error', msg: 'worker failed', error: String((e as Error)?.message ?? e) }),
+    );
+  }
 
   /** Make the running set equal to `apps`: start new ones, stop vanished ones, restart changed ones. */
   async sync(apps: readonly AppConfig[]): Promise<void> {
@@ -121,7 +135,7 @@ export class Manager {
       const probe = this.deps.probeFor?.(app, sc) ?? createProbe(sc.probe, { links: this.deps.links, periodMs: sc.timing.periodMs, now: () => clock.now() });
       run.probes.push(probe);
       run.observations.set(sc.name, { scenario: sc.name, probe: sc.probe.type, result: 'unknown' });
-      run.workers.push(new Worker(app.target, sc.name, probe, sc.timing, clock, (u) => this.#onUpdate(run, u), this.deps.random));
+      run.workers.push(new Worker(app.target, sc.name, probe, sc.timing, clock, (u) => this.#onUpdate(run, u), this.deps.random, this.#ticker));
     }
     run.done = Promise.allSettled(
       run.workers.map((w) =>
@@ -145,7 +159,8 @@ export class Manager {
   #onUpdate(run: AppRun, u: WorkerUpdate): void {
     const { metrics, log } = this.deps;
     const last = u.state.last;
-    const probeType = run.observations.get(u.scenario)?.probe ?? 'unknown';
+    const prev = run.observations.get(u.scenario);
+    const probeType = prev?.probe ?? 'unknown';
     if (last) metrics?.probe(run.app.name, u.scenario, last.outcome, last.durationMs);
     const obs: ScenarioObservation = { scenario: u.scenario, probe: probeType, result: u.state.result, ...(last ? { last } : {}) };
     run.observations.set(u.scenario, obs);
@@ -158,6 +173,7 @@ export class Manager {
       if (point) run.timeline.record(point);
     }
     if (u.changed) log({ level: u.state.result === 'failure' ? 'warn' : 'info', msg: 'scenario result', app: run.app.name, scenario: u.scenario, result: u.state.result, detail: last?.detail });
+    if (steadyHeartbeat(run.verdict, prev, obs)) return;
     this.#scheduleClassify(run, u);
   }
 
@@ -232,3 +248,16 @@ export class Manager {
   }
 }
 
+/**
+ * An update that cannot change a healthy verdict, so it is not classified again (1000 VMs polled at
+ * 1 Hz would classify 1000 times a second, bench/fleet): a heartbeat that was and still is a success,
+ * `alive`, with the run state the verdict already names, while the app is running-healthy. Anything
+ * else (a change, another status, another run state, another probe) is classified.
+ */
+export function steadyHeartbeat(verdict: Classification | undefined, before: ScenarioObservation | undefined, now: ScenarioObservation): boolean {
+  if (verdict?.verdict !== 'running-healthy' || (now.probe !== 'kernel-heartbeat' && now.probe !== 'agent-heartbeat')) return false;
+  if (before?.result !== 'success' || before.last?.outcome !== 'success' || now.result !== 'success' || now.last?.outcome !== 'success') return false;
+  const ev = now.last.evidence;
+  const vm = ev?.['vm'] as { status?: unknown } | undefined;
+  return ev?.['status'] === 'alive' && before.last.evidence?.['status'] === 'alive' && vm?.status === verdict.runState;
+}

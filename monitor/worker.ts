@@ -1,4 +1,5 @@
 import type { Clock } from '../util/clock.js';
+import { Ticker } from './ticker.js';
 import type { AppTarget, Probe, ProbeResult, ScenarioTiming } from './types.js';
 
 /**
@@ -126,6 +127,8 @@ export class Worker {
     private readonly clock: Clock,
     private readonly onUpdate: (u: WorkerUpdate) => void,
     private readonly random: () => number = Math.random,
+    /** The timer it shares with the other workers (the manager's); default one of its own. */
+    private readonly ticker: Ticker = new Ticker(clock, 0),
   ) {
     this.#state = initialState(clock.now());
   }
@@ -158,7 +161,12 @@ export class Worker {
             };
             run.then(clear, clear);
           });
-    const { state, changed } = step(this.#state, r, this.timing, this.clock.now(), this.clock.now() - t0);
+    return this.#apply(r, t0);
+  }
+
+  #apply(r: ProbeResult, t0: number): WorkerUpdate {
+    const now = this.clock.now();
+    const { state, changed } = step(this.#state, r, this.timing, now, now - t0);
     this.#state = state;
     const u = { app: this.app.name, scenario: this.scenario, state, changed };
     this.onUpdate(u);
@@ -188,16 +196,57 @@ export class Worker {
     return Math.min(this.timing.periodMs, Math.max(MIN_PROBE_INTERVAL_MS, hint));
   }
 
-  async run(signal: AbortSignal): Promise<void> {
-    try {
-      await this.clock.sleep(this.timing.initialDelayMs + this.random() * this.timing.periodMs, signal);
-      while (!signal.aborted) {
+  /**
+   * Probe until `signal` aborts: the first run after the initial delay and a random part of the
+   * period, then one per period from each run's start. A probe that answers at once (runSync) is
+   * stepped right in the ticker's callback: no promise, timer or listener per poll. Rejects when
+   * stepping throws (an onUpdate bug), resolves on abort.
+   */
+  run(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return resolve();
+      let entry: ReturnType<Ticker['at']> | undefined;
+      const stop = (e?: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        if (entry !== undefined) this.ticker.cancel(entry);
+        entry = undefined;
+        if (e === undefined || signal.aborted) resolve();
+        else reject(e);
+      };
+      const onAbort = () => stop();
+      signal.addEventListener('abort', onAbort, { once: true });
+      // Runs are due a period apart from the first one's due time, not from when each one ran: a
+      // shared timer runs a little late, and late starts must not add up (a 1 Hz poll of a 1 Hz beat
+      // would drift across the beat's phase). A run that ends past its next due time runs again at once.
+      let due = 0;
+      const next = (at: number) => {
+        if (signal.aborted) return;
+        const now = this.clock.now();
+        due = at >= now - this.#periodMs() ? at : now; // more than a period behind: start again from now
+        entry = this.ticker.at(due, fire);
+      };
+      const fire = () => {
+        entry = undefined;
+        if (signal.aborted) return;
         const t0 = this.clock.now();
-        await this.probeOnce(signal);
-        await this.clock.sleep(Math.max(0, this.#periodMs() - (this.clock.now() - t0)), signal);
-      }
-    } catch (e) {
-      if (!signal.aborted) throw e;
-    }
+        const start = due;
+        try {
+          const fast = this.#inFlight === undefined ? this.#runSync(t0) : undefined;
+          if (fast !== undefined) {
+            this.#apply(fast, t0);
+            next(start + this.#periodMs());
+            return;
+          }
+        } catch (e) {
+          stop(e);
+          return;
+        }
+        this.probeOnce(signal).then(
+          () => next(start + this.#periodMs()),
+          (e: unknown) => stop(e),
+        );
+      };
+      next(this.clock.now() + this.timing.initialDelayMs + this.random() * this.timing.periodMs);
+    });
   }
 }

@@ -301,13 +301,14 @@ export async function verifyAt(
 
 /**
  * verifyAt answered at once, when `memory` can read synchronously (GuestMemory.readSync); undefined
- * when it cannot (the caller awaits verifyAt, which also reports a failed read).
+ * when it cannot (the caller awaits verifyAt, which also reports a failed read). No checksumOk: the
+ * table's byte sum is left to the caller (RegionReader computes it when asked).
  */
 export function verifyAtSync(memory: GuestMemory, address: bigint, target: DiagLayout | TableIdentity): VerifyResult | undefined {
   if (memory.readSync === undefined) return undefined;
   const id = resolvedTarget(target);
   const bytes = memory.readSync(address, verifySize(id));
-  return bytes === undefined ? undefined : verified(bytes, id);
+  return bytes === undefined ? undefined : verified(bytes, id, false);
 }
 
 /** A layout's identity is resolved once (a poll re-checks the same table every time). */
@@ -327,11 +328,12 @@ function verifySize(id: Resolved): number {
   return id.length ?? id.regionOffset + (id.regionSize ?? Off.ring);
 }
 
-function verified(bytes: Uint8Array, id: Resolved): VerifyResult {
+/** `checksum` false: leave checksumOk out (the caller sums `table` if it wants to: a poll does not). */
+function verified(bytes: Uint8Array, id: Resolved, checksum = true): VerifyResult {
   const m = match(bytes, 0, id);
   if (!m.ok) return { ok: false, reason: m.reason };
   const region = bytes.subarray(id.regionOffset, id.regionOffset + (id.regionSize ?? Off.ring));
-  return id.length !== undefined ? { ok: true, table: bytes, region, checksumOk: byteSum(bytes) === 0 } : { ok: true, table: bytes, region };
+  return id.length !== undefined && checksum ? { ok: true, table: bytes, region, checksumOk: byteSum(bytes) === 0 } : { ok: true, table: bytes, region };
 }
 
 // --- `info mtree` ---------------------------------------------------------------------------------

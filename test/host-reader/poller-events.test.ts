@@ -84,6 +84,8 @@ test('pollSync: at once only when the run state is current and the memory reads 
   at(1000);
   const p = poller.pollSync();
   expect(p?.snapshot?.address).toBe(first.snapshot?.address);
+  expect(p?.snapshot?.checksumOk).toBe(true); // summed when asked
+  expect(first.snapshot?.checksumOk).toBe(true);
   expect(p?.report.vm).toEqual({ running: true, status: 'running' });
   expect(memory.syncReads).toBe(1);
   expect(server.received.length).toBe(sent);
@@ -98,9 +100,36 @@ test('pollSync: at once only when the run state is current and the memory reads 
   expect(statusCalls()).toBe(2);
   at(2000);
   expect(poller.pollSync()?.report.kernel.status).toBe('paused');
+  // The refresh is due: asked in the background, the poll answered at once with the state known.
+  vm.running = true;
+  vm.status = 'running';
   at(2000 + STATUS_REFRESH_MS);
-  expect(poller.pollSync()).toBeUndefined(); // the refresh is due
-  expect(statusCalls()).toBe(2);
+  expect(poller.pollSync()?.report.kernel.status).toBe('paused');
+  await new Promise((r) => setTimeout(r, 50));
+  expect(statusCalls()).toBe(3);
+  at(3000 + STATUS_REFRESH_MS);
+  expect(poller.pollSync()?.report.vm).toEqual({ running: true, status: 'running' });
+  expect(statusCalls()).toBe(3);
+});
+
+test('pollSync: a background refresh that fails, or that QEMU does not answer, sends the poll back to poll()', async () => {
+  const { server, poller, at } = await setup({ sync: true });
+  await poller.poll();
+  server.handle('query-status', { error: { class: 'GenericError', desc: 'broken' } });
+  at(STATUS_REFRESH_MS);
+  expect(poller.pollSync()).toBeDefined(); // the refresh goes out; this poll knows the state
+  await new Promise((r) => setTimeout(r, 50));
+  expect(poller.pollSync()).toBeUndefined();
+  await expect(poller.poll()).rejects.toThrow(/broken/);
+  server.handle('query-status', () => ({ return: { running: true, status: 'running' } }));
+  await poller.poll();
+  expect(poller.pollSync()).toBeDefined(); // answered again: at once again
+
+  server.handle('query-status', { noReply: true });
+  at(2 * STATUS_REFRESH_MS);
+  expect(poller.pollSync()).toBeDefined();
+  at(2 * STATUS_REFRESH_MS + 1001);
+  expect(poller.pollSync()).toBeUndefined(); // out for more than REFRESH_WAIT_MS
 });
 
 test('pollSync after a RESET: undefined (the address is forgotten), and poll() rescans', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { FakeClock } from '../../util/clock.js';
 import type { AppConfig } from '../../monitor/config.js';
-import { Manager, type DiagnosticsRun, type LogRecord } from '../../monitor/manager.js';
+import { Manager, steadyHeartbeat, type DiagnosticsRun, type LogRecord } from '../../monitor/manager.js';
 import { MonitorMetrics } from '../../monitor/metrics.js';
 import { QmpLinks } from '../../monitor/probes/qmp-link.js';
 import type { Probe, ProbeResult } from '../../monitor/types.js';
@@ -177,5 +177,61 @@ describe('Manager', () => {
     expect(m.status()[0]?.verdict).toBe('guest-kernel-hung');
     expect(logs.filter((l) => l.msg === 'diagnostics started')).toHaveLength(1);
     await m.stop();
+  });
+});
+
+describe('a steady heartbeat is not classified again', () => {
+  const alive = (status = 'running'): ProbeResult => ({ outcome: 'success', detail: 'alive', evidence: { status: 'alive', ageMs: 10, vm: { running: status === 'running', status } } });
+
+  test('healthy, alive, same run state: classified once; a late beat, a paused VM or a failure are classified', async () => {
+    const clock = new FakeClock();
+    let pressureAsks = 0;
+    let probe: Scripted | undefined;
+    const m = new Manager({
+      clock,
+      links: new QmpLinks(),
+      log: () => undefined,
+      random: () => 0,
+      hostPressure: async () => (pressureAsks++, undefined),
+      probeFor: () => (probe = new Scripted('kernel-heartbeat', alive())),
+    });
+    const one: AppConfig = { ...app('vm1'), scenarios: [{ name: 'kernel', probe: { type: 'kernel-heartbeat', params: {} } as AppConfig['scenarios'][number]['probe'], timing }] };
+    await m.sync([one]);
+    await clock.advance(1);
+    await clock.advance(1000); // the second success: steady from here
+    expect(m.status()[0]?.verdict).toBe('running-healthy');
+    const asked = pressureAsks;
+    await clock.advance(10_000);
+    expect(pressureAsks).toBe(asked); // ten polls, no classification
+
+    (probe as Scripted).next = { outcome: 'unknown', detail: 'late', evidence: { status: 'late', ageMs: 1100, vm: { running: true, status: 'running' } } };
+    await clock.advance(1000);
+    expect(pressureAsks).toBe(asked + 1);
+    (probe as Scripted).next = alive('paused');
+    await clock.advance(1000);
+    expect(m.status()[0]?.verdict).toBe('vm-not-running');
+    (probe as Scripted).next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled', ageMs: 3000, vm: { running: true, status: 'running' } } };
+    await clock.advance(2000);
+    expect(m.status()[0]?.verdict).toBe('guest-kernel-hung');
+    await m.stop();
+  });
+
+  test('steadyHeartbeat: only a success after a success, alive, with the verdict run state, while healthy', () => {
+    const o = (outcome: 'success' | 'failure', status: string, vm = 'running', probe = 'kernel-heartbeat') => ({
+      scenario: 'k',
+      probe,
+      result: outcome,
+      last: { outcome, detail: '', evidence: { status, vm: { status: vm } } },
+    });
+    const healthy = { app: 'a', verdict: 'running-healthy' as const, reason: '', runState: 'running', evidence: [] };
+    expect(steadyHeartbeat(healthy, o('success', 'alive'), o('success', 'alive'))).toBe(true);
+    expect(steadyHeartbeat({ ...healthy, verdict: 'unknown' }, o('success', 'alive'), o('success', 'alive'))).toBe(false);
+    expect(steadyHeartbeat(undefined, o('success', 'alive'), o('success', 'alive'))).toBe(false);
+    expect(steadyHeartbeat(healthy, undefined, o('success', 'alive'))).toBe(false);
+    expect(steadyHeartbeat(healthy, o('failure', 'stalled'), o('success', 'alive'))).toBe(false);
+    expect(steadyHeartbeat(healthy, o('success', 'restarted'), o('success', 'alive'))).toBe(false);
+    expect(steadyHeartbeat(healthy, o('success', 'alive'), o('success', 'restarted'))).toBe(false);
+    expect(steadyHeartbeat(healthy, o('success', 'alive'), o('success', 'alive', 'paused'))).toBe(false);
+    expect(steadyHeartbeat(healthy, o('success', 'alive', 'running', 'tcp'), o('success', 'alive', 'running', 'tcp'))).toBe(false);
   });
 });
