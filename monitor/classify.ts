@@ -197,10 +197,17 @@ export function classify(input: ClassifyInput, options: ClassifyOptions = {}): C
       return out('guest-starved', `kernel heartbeat ${heartbeatStatus(kernelBad[0]) ?? 'failing'} under host pressure: ${why.join(', ')}`, kernelBad, { host: h });
     }
   }
+  // A hung kernel is a table read that shows no beat (stalled, or late with failOn late). A failure
+  // with no reading (the probe timed out, QMP did not answer) says nothing about the guest: QEMU, or
+  // the monitor itself (1000 VMs connecting at once), was too slow. It is unknown, never a hang.
   const kernelFailing = kernel.filter(failing);
-  if (kernelFailing.length > 0) {
+  const kernelHung = kernelFailing.filter((o) => ['stalled', 'late'].includes(heartbeatStatus(o) ?? ''));
+  if (kernelHung.length > 0) {
     const note = pressureHigh(input.host, opt) ? ' (host under pressure, but the beat intervals show no starvation)' : '';
-    return out('guest-kernel-hung', `kernel heartbeat ${heartbeatStatus(kernelFailing[0]) ?? 'failing'} while the VM runs${note}`, kernelFailing);
+    return out('guest-kernel-hung', `kernel heartbeat ${heartbeatStatus(kernelHung[0]) ?? 'failing'} while the VM runs${note}`, kernelHung);
+  }
+  if (kernelFailing.length > 0) {
+    return out('unknown', `kernel heartbeat probe failing with no reading of the table: ${kernelFailing[0]?.last?.detail ?? 'no detail'}`, kernelFailing);
   }
 
   // 5. Userspace.

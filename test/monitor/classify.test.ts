@@ -32,6 +32,9 @@ describe('classify: each verdict', () => {
       'guest-panicked',
     ],
     ['kernel heartbeat stalled while running', [RUNNING, kernel('failure', 'stalled'), o('agent-heartbeat', 'failure')], undefined, 'guest-kernel-hung', 'running'],
+    ['kernel heartbeat late as a failure (failOn late) while running', [RUNNING, kernel('failure', 'late')], undefined, 'guest-kernel-hung', 'running'],
+    // The probe timed out (QEMU or the monitor too slow): no reading of the table, so no hang.
+    ['kernel heartbeat failing with no reading (timed out)', [RUNNING, o('kernel-heartbeat', 'failure', { timedOut: true })], undefined, 'unknown', 'running'],
     ['kernel alive, agent heartbeat stalled', [RUNNING, kernel('success', 'alive'), o('agent-heartbeat', 'failure', { status: 'stalled' })], undefined, 'guest-userspace-hung'],
     ['kernel alive, console command failing', [RUNNING, kernel('success', 'alive'), o('console-active', 'failure')], undefined, 'guest-userspace-hung'],
     ['kernel alive, marks missing', [kernel('success', 'alive'), o('console-passive', 'failure')], undefined, 'guest-userspace-hung'],
