@@ -2,7 +2,9 @@ import type { Clock } from '../util/clock.js';
 import { classify, type Classification, type HostPressure, type ScenarioObservation } from './classify.js';
 import type { AppConfig } from './config.js';
 import type { MonitorMetrics } from './metrics.js';
+import pLimit from 'p-limit';
 import { createProbe } from './probes/index.js';
+import { DISCOVERY_CONCURRENCY } from './probes/heartbeat.js';
 import type { QmpLinks } from './probes/qmp-link.js';
 import type { Probe, Verdict } from './types.js';
 import { Timeline, timelinePoint, type TimelineSampleOut } from './timeline.js';
@@ -92,6 +94,8 @@ export class Manager {
   readonly #diagnoses = new Set<Promise<unknown>>();
   #stopped = false;
   readonly #ticker: Ticker;
+  /** Every probe's table discoveries, DISCOVERY_CONCURRENCY at a time. */
+  readonly #discoveries = pLimit(DISCOVERY_CONCURRENCY);
 
   constructor(private readonly deps: ManagerDeps) {
     this.#ticker = new Ticker(deps.clock, deps.tickMs ?? TICK_MS, (e) =>
@@ -132,7 +136,7 @@ export class Manager {
     const ac = new AbortController();
     const run: AppRun = { app, ac, workers: [], probes: [], done: Promise.resolve(), observations: new Map(), verdict: undefined, lastDiagnosis: undefined, diagnosing: false, classifying: undefined, pending: undefined, timeline: new Timeline(this.deps.timelineSamples) };
     for (const sc of app.scenarios) {
-      const probe = this.deps.probeFor?.(app, sc) ?? createProbe(sc.probe, { links: this.deps.links, periodMs: sc.timing.periodMs, now: () => clock.now() });
+      const probe = this.deps.probeFor?.(app, sc) ?? createProbe(sc.probe, { links: this.deps.links, periodMs: sc.timing.periodMs, now: () => clock.now(), discoveries: this.#discoveries });
       run.probes.push(probe);
       run.observations.set(sc.name, { scenario: sc.name, probe: sc.probe.type, result: 'unknown' });
       run.workers.push(new Worker(app.target, sc.name, probe, sc.timing, clock, (u) => this.#onUpdate(run, u), this.deps.random, this.#ticker));

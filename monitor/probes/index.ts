@@ -52,6 +52,8 @@ export interface ProbeContext {
   now?: () => number;
   /** Wall-clock ms. */
   wallNow?: () => number;
+  /** Runs the heartbeat probes' table discoveries, bounded (HeartbeatProbe); default at once. */
+  discoveries?: <T>(fn: () => Promise<T>) => Promise<T>;
 }
 
 /** A probe instance for one (app, scenario). Throws RangeError/TypeError for invalid params (a config bug). */
@@ -59,9 +61,9 @@ export function createProbe(spec: ProbeSpec, ctx: ProbeContext): Probe {
   const clocks = { periodMs: ctx.periodMs, ...(ctx.now ? { now: ctx.now } : {}), ...(ctx.wallNow ? { wallNow: ctx.wallNow } : {}) };
   switch (spec.type) {
     case 'kernel-heartbeat':
-      return new HeartbeatProbe('kernel', ctx.links, spec.params, ctx.now);
+      return new HeartbeatProbe('kernel', ctx.links, spec.params, ctx.now, ctx.discoveries);
     case 'agent-heartbeat':
-      return new HeartbeatProbe('agent', ctx.links, spec.params, ctx.now);
+      return new HeartbeatProbe('agent', ctx.links, spec.params, ctx.now, ctx.discoveries);
     case 'qmp-status':
       return new QmpStatusProbe(ctx.links, spec.params);
     case 'console-active':

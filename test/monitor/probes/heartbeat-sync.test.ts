@@ -61,18 +61,19 @@ async function setup() {
   const links = new QmpLinks({ connectTimeoutMs: 1000 });
   cleanups.push(() => links.closeAll());
   let now = 0;
-  const probe = new HeartbeatProbe('kernel', links, { memory: 'procmem', pid: process.pid }, () => now);
+  const discoveries: string[] = [];
+  const probe = new HeartbeatProbe('kernel', links, { memory: 'procmem', pid: process.pid }, () => now, (fn) => (discoveries.push('scan'), fn()));
   cleanups.push(() => probe.close());
   const target: AppTarget = { name: 'vm', qmp: server.path, layout: layoutFile };
   const run = (): Promise<ProbeResult> => probe.run(target, { timeoutMs: 2000, signal: new AbortController().signal });
   const beat = () => simulateBeat(table, layout, 'kernel', (timer += PERIOD * MS));
   const commands = () => server.received.filter((c) => c.execute !== 'qmp_capabilities').length;
-  return { server, vm, table, probe, target, run, beat, commands, advance: (ms: number) => (now += ms) };
+  return { server, vm, table, probe, target, run, beat, commands, discoveries, advance: (ms: number) => (now += ms) };
 }
 
 describe('kernel-heartbeat runSync over procmem', () => {
   test('nothing at once before the first run; then each poll is answered at once with no QMP command, as run() would', async () => {
-    const { probe, target, run, beat, commands, advance } = await setup();
+    const { probe, target, run, beat, commands, discoveries, advance } = await setup();
     expect(probe.runSync(target)).toBeUndefined(); // no session yet
     beat();
     const first = await run();
@@ -87,6 +88,7 @@ describe('kernel-heartbeat runSync over procmem', () => {
       expect(r?.evidence).toMatchObject({ signal: 'kernel', memory: 'procmem', status: 'alive', beats: 2 + i, delta: 1, tableAddress: `0x${TABLE_AT.toString(16)}`, vm: { running: true } });
     }
     expect(commands()).toBe(sent);
+    expect(discoveries).toEqual(['scan']); // the one discovery went through the monitor's limiter
     // A hang: the same stall rule as run().
     advance(2.1 * PERIOD);
     const stalled = probe.runSync(target);
