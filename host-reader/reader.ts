@@ -103,21 +103,24 @@ export class RegionReader {
   readSync(): Snapshot | undefined {
     if (this.#address === undefined) return undefined;
     const v = verifyAtSync(this.memory, this.#address, this.layout);
-    return v === undefined || !v.ok ? undefined : this.#snapshot(v, undefined);
+    if (v === undefined || !v.ok) return undefined;
+    // verifyAtSync leaves the sum out: computed when somebody reads it (a poll does not).
+    return new LazySumSnapshot(this.now(), this.#address, this.#decode(v), v.table);
   }
 
   #snapshot(v: VerifyResult, discovery: Discovery | undefined): Snapshot {
     const address = this.#address as bigint;
     if (!v.ok) throw new RegionDecodeError(address, 'table', v.reason);
-    const r = decodeRegion(v.region, { nonce: this.layout.nonce, ringLength: this.layout.ring.length });
-    if (!r.ok) throw new RegionDecodeError(address, r.field, r.reason);
-    if (v.checksumOk === undefined && discovery === undefined && v.table.length === this.layout.table.length) {
-      // A sync read leaves the sum out: computed when somebody reads it (a poll does not).
-      return new LazySumSnapshot(this.now(), address, r.region, v.table);
-    }
-    const snapshot: Snapshot = { at: this.now(), address, region: r.region, checksumOk: v.checksumOk ?? false, table: v.table };
+    const snapshot: Snapshot = { at: this.now(), address, region: this.#decode(v), checksumOk: v.checksumOk ?? false, table: v.table };
     if (discovery) snapshot.discovery = discovery;
     return snapshot;
+  }
+
+  /** The verified table's region, decoded; RegionDecodeError when the region does not decode. */
+  #decode(v: Extract<VerifyResult, { ok: true }>): DecodedRegion {
+    const r = decodeRegion(v.region, { nonce: this.layout.nonce, ringLength: this.layout.ring.length });
+    if (!r.ok) throw new RegionDecodeError(this.#address as bigint, r.field, r.reason);
+    return r.region;
   }
 }
 

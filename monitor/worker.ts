@@ -145,10 +145,13 @@ export class Worker {
   async probeOnce(signal: AbortSignal): Promise<WorkerUpdate> {
     const t0 = this.clock.now();
     const fast = this.#inFlight === undefined ? this.#runSync(t0) : undefined;
+    return fast !== undefined ? this.#apply(fast, t0) : this.#probeAwaited(signal, t0);
+  }
+
+  /** The awaited run (runProbe with its timeout), or a failure while an earlier run has not returned. */
+  async #probeAwaited(signal: AbortSignal, t0: number): Promise<WorkerUpdate> {
     const r: ProbeResult =
-      fast !== undefined
-        ? fast
-        : this.#inFlight !== undefined
+      this.#inFlight !== undefined
         ? {
             outcome: 'failure',
             detail: `the previous probe run has not returned after ${Math.round(t0 - this.#inFlight.since)} ms (it ignores its timeout); not starting another`,
@@ -241,7 +244,7 @@ export class Worker {
           stop(e);
           return;
         }
-        this.probeOnce(signal).then(
+        this.#probeAwaited(signal, t0).then(
           () => next(start + this.#periodMs()),
           (e: unknown) => stop(e),
         );

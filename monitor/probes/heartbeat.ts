@@ -1,7 +1,7 @@
 import type { DiagLayout } from '../../acpi/diag/layout.js';
 import type { GuestMemory } from '../../host-reader/memory/guest-memory.js';
 import { QmpError, type QmpClient } from '../../host-reader/qmp/index.js';
-import { HeartbeatPoller, RegionReader } from '../../host-reader/reader.js';
+import { HeartbeatPoller, RegionReader, type Poll } from '../../host-reader/reader.js';
 import type { AssessOptions, HeartbeatReport, HeartbeatStatus, SignalReport } from '../../host-reader/region/assess.js';
 import { DEFAULT_MEMORY_PATH, loadLayout, openGuestMemory, ProcmemUnavailableError, type MemoryChoice, type MemoryPath } from '../../host-reader/session.js';
 import type { AppTarget, Probe, ProbeResult } from '../types.js';
@@ -151,7 +151,7 @@ export class HeartbeatProbe implements Probe {
         }
       }
       const poll = await session.poller.poll(d.signal);
-      return this.#result(poll.report, poll.snapshot ? { ...base, tableAddress: addressText(session, poll.snapshot.address) } : { ...base }, poll.error);
+      return this.#pollResult(session, poll, { ...base });
     } catch (e) {
       if (d.signal.aborted) return deadlineResult(d, opts.timeoutMs, `${this.signal} heartbeat`, base);
       await this.#drop();
@@ -177,7 +177,11 @@ export class HeartbeatProbe implements Probe {
     if (link.path !== s.qmpPath || link.generation !== s.generation || link.clientSync() !== s.client) return undefined;
     const poll = s.poller.pollSync();
     if (poll === undefined) return undefined;
-    const base: Record<string, unknown> = { signal: this.signal, qmp: s.qmpPath, memory: s.memoryChoice.path, memoryNote: s.memoryChoice.note };
+    return this.#pollResult(s, poll, { signal: this.signal, qmp: s.qmpPath, memory: s.memoryChoice.path, memoryNote: s.memoryChoice.note });
+  }
+
+  /** A poll's probe result; `base` (the evidence so far) is the caller's own and becomes the evidence. */
+  #pollResult(s: Session, poll: Poll, base: Record<string, unknown>): ProbeResult {
     if (poll.snapshot) base.tableAddress = addressText(s, poll.snapshot.address);
     return this.#result(poll.report, base, poll.error);
   }
