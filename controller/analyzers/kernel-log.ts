@@ -52,10 +52,12 @@ export function callTrace(lines: readonly string[], at: number, maxFrames = 48):
   return { frames, end: Math.min(last, lines.length - 1) };
 }
 
+// `RIP: 0010:func+0x12/0x40`, tolerating doubled characters (`RIIP: 00010:`, `+00x0`) as FRAME does.
+const RIP = new RegExp(`^\\s*${loose('RIP: 0010:')}([A-Za-z_.$][\\w.$]*\\++0+x+[0-9a-f]+\\/+0+x+[0-9a-f]+)`);
 /** `RIP: 0010:func+0x12/0x40` in the lines of a report: where the CPU was (kernel mode only). */
 function ripAfter(lines: readonly string[], from: number, window = 30): string | undefined {
   for (let i = from; i < lines.length && i < from + window; i++) {
-    const m = /^\s*RIP: 0010:([A-Za-z_.$][\w.$]*\+0x[0-9a-f]+\/0x[0-9a-f]+)/.exec(lines[i] as string);
+    const m = RIP.exec(lines[i] as string);
     if (m) return m[1];
   }
   return undefined;
@@ -236,11 +238,17 @@ export function analyzeKernelText(text: string, source: Pick<TextArtifact, 'file
         const end = rule.blockEnd?.(lines, i) ?? trace?.end ?? Math.min(lines.length - 1, i + 20);
         o = { rule, m, line: i, agg: { count: 0, maxSeconds: 0, members: [] }, evidence: [{ artifact: source.file, lineStart: start + 1, lineEnd: end + 1, excerpt: excerpt(lines, start, end, 60) }], frames: trace?.frames ?? [], rip: rule.trace ? ripAfter(lines, i) : undefined };
         open.set(key, o);
-      } else if (o.evidence.length < 3 && rule.member !== undefined && !o.agg.members.includes(rule.member(m))) {
-        // Another member (another hung task): its block too, up to three.
-        const trace = rule.trace ? traceAfter(lines, i) : undefined;
-        const end = trace?.end ?? Math.min(lines.length - 1, i + 20);
-        o.evidence.push({ artifact: source.file, lineStart: i + 1, lineEnd: end + 1, excerpt: excerpt(lines, i, end, 60) });
+      } else {
+        if (o.evidence.length < 3 && rule.member !== undefined && !o.agg.members.includes(rule.member(m))) {
+          // Another member (another hung task): its block too, up to three.
+          const trace = rule.trace ? traceAfter(lines, i) : undefined;
+          const end = trace?.end ?? Math.min(lines.length - 1, i + 20);
+          o.evidence.push({ artifact: source.file, lineStart: i + 1, lineEnd: end + 1, excerpt: excerpt(lines, i, end, 60) });
+        }
+        // A repeat fills in what the first report lost (a console that dropped or garbled its lines):
+        // a lockup is reported every few seconds from the same place.
+        if (rule.trace && o.frames.length === 0) o.frames = traceAfter(lines, i)?.frames ?? [];
+        if (rule.trace && o.rip === undefined) o.rip = ripAfter(lines, i);
       }
       o.agg.count++;
       if (rule.seconds) o.agg.maxSeconds = Math.max(o.agg.maxSeconds, rule.seconds(m));

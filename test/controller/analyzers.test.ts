@@ -125,4 +125,17 @@ describe('reading through a busy serial console', () => {
     expect(f.map((x) => x.title)).toEqual(['Hung task: dd (pid 94) blocked for more than 3 s']);
     expect(f[0]?.explanation).toContain('Call trace: folio_wait_bit_common < blkdev_fsync.');
   });
+
+  test('a repeated lockup report fills in the RIP and trace the first one lost; `RIIP: 00010:` is still a RIP', () => {
+    const report = (t: number, body: string[]) => [`[  ${t}.000001] watchdog: BUG: soft lockup - CPU#1 stuck for ${t}s! [sync:301]`, ...body].map((l) => (l.startsWith('[') ? l : `[  ${t}.000002] ${l}`));
+    const text = [
+      // The first report's block was lost on the console: only its first line came through.
+      ...report(22, ['rcu: INFO: rcu_preempt self-detected stall on CPU']),
+      ...report(26, ['Modules linked in:', 'CPU: 1 PID: 301 Comm: sync Not tainted 6.1.0-27-amd64 #1', 'RIIP: 00010:ksys_ssync+0x0/0xb0', 'Code: 00 00 00', 'Call Trace:', ' <TASK>', ' __do_sys_sync+0xa/0x20', ' do_syscall_64+0x58/0xc0', ' </TASK>']),
+    ].join('\n');
+    const soft = analyzeKernelText(text, { file: 'console.txt' }).find((x) => x.title.startsWith('Soft lockup'));
+    expect(soft?.title).toBe('Soft lockup: CPU 1 stuck for 26 s in sync (pid 301)');
+    expect(soft?.explanation).toContain('(2 reports)');
+    expect(soft?.explanation).toMatch(/It was at ksys_ssync\+0x0\/0xb0\. Call trace: __do_sys_sync < do_syscall_64\.$/);
+  });
 });
