@@ -618,7 +618,7 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
   }
 }
 
-const PATH_TRANSPORTS = ['qmp', 'console', 'consoleLog', 'layout', 'agentPort', 'heartbeatDisk', 'qga'] as const;
+const PATH_TRANSPORTS = ['qmp', 'console', 'consoleLog', 'layout', 'agentPort', 'heartbeatDisk', 'qga', 'erst', 'gdb', 'systemMap'] as const;
 
 /** EVE's per-domain paths (host-reader/eve.ts); `cons.log` is our choice (EVE has no fixed one). */
 export function eveDomTarget(root: string, dom: string): Pick<AppTarget, 'qmp' | 'console' | 'consoleLog' | 'consoleMux'> {

@@ -27,6 +27,12 @@ export interface AppTarget {
   address?: string;
   /** qemu-guest-agent socket, when the VM has one. */
   qga?: string;
+  /** Backing file of the VM's ACPI ERST store (`qemu-args --erst`): the guest's pstore panic log. */
+  erst?: string;
+  /** Unix socket of the VM's gdbstub (`qemu-args --gdb`); attaching stops the VM while connected. */
+  gdb?: string;
+  /** The guest kernel's System.map, for symbolizing addresses (vCPU stacks). */
+  systemMap?: string;
 }
 
 /** A probe's outcome: a dead or slow target is `failure`; `unknown` when the probe cannot tell. */

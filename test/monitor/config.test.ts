@@ -62,6 +62,9 @@ apps:
       address: 10.1.0.5
       qga: /run/web/qga
       agentPort: agent.sock
+      erst: /var/lib/web/erst.img
+      gdb: /run/web/gdb
+      systemMap: maps/System.map-6.1
     scenarios:
       - name: kernel
         probe: { type: kernel-heartbeat, params: { failOn: late, graceSeconds: 30 } }
@@ -138,6 +141,9 @@ describe('parseConfig: a valid file', () => {
       address: '10.1.0.5',
       qga: '/run/web/qga',
       agentPort: '/etc/eve-diag/agent.sock',
+      erst: '/var/lib/web/erst.img',
+      gdb: '/run/web/gdb',
+      systemMap: '/etc/eve-diag/maps/System.map-6.1',
     });
     // A TCP chardev is not a path.
     expect(c.apps[1]?.target).toEqual({ name: 'tcp-agent', agentPort: 'tcp:10.1.0.5:4000' });
