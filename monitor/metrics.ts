@@ -81,8 +81,9 @@ export class MonitorMetrics {
   readonly #scenarios = new Map<string, Set<string>>();
 
   probe(app: string, scenario: string, outcome: ProbeOutcome, durationMs: number): void {
-    if (!this.#scenarios.has(app)) this.#scenarios.set(app, new Set());
-    this.#scenarios.get(app)?.add(scenario);
+    let scenarios = this.#scenarios.get(app);
+    if (scenarios === undefined) this.#scenarios.set(app, (scenarios = new Set()));
+    if (!scenarios.has(scenario)) scenarios.add(scenario);
     this.probeResults.inc({ app, scenario, outcome });
     this.probeDuration.observe({ app, scenario }, durationMs / 1000);
   }

@@ -115,7 +115,10 @@ export class Ticker {
     for (let i = h.length - 1; i > 0; ) {
       const p = (i - 1) >> 1;
       if (!this.#less(h[i] as Entry, h[p] as Entry)) break;
-      [h[i], h[p]] = [h[p] as Entry, h[i] as Entry];
+      // A temporary, not a destructuring swap: that allocates an array per step (bench/fleet).
+      const t = h[i] as Entry;
+      h[i] = h[p] as Entry;
+      h[p] = t;
       i = p;
     }
   }
@@ -133,7 +136,9 @@ export class Ticker {
         if (l < h.length && this.#less(h[l] as Entry, h[m] as Entry)) m = l;
         if (r < h.length && this.#less(h[r] as Entry, h[m] as Entry)) m = r;
         if (m === i) break;
-        [h[i], h[m]] = [h[m] as Entry, h[i] as Entry];
+        const t = h[i] as Entry;
+        h[i] = h[m] as Entry;
+        h[m] = t;
         i = m;
       }
     }

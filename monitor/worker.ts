@@ -53,8 +53,11 @@ export function step(
     result = next;
     since = at;
   }
+  // Field by field, no spread of the result: this runs per VM per poll (bench/fleet).
+  const last: NonNullable<WorkerState['last']> = { outcome: probe.outcome, detail: probe.detail, at, durationMs };
+  if (probe.evidence !== undefined) last.evidence = probe.evidence;
   return {
-    state: { result, consecutiveSuccesses, consecutiveFailures, since, probes: state.probes + 1, last: { ...probe, at, durationMs } },
+    state: { result, consecutiveSuccesses, consecutiveFailures, since, probes: state.probes + 1, last },
     changed,
   };
 }

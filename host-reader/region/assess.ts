@@ -1,4 +1,4 @@
-import { TIMER_UNIT_NS } from '../../acpi/diag/layout.js';
+import { RING_MAX, TIMER_UNIT_NS } from '../../acpi/diag/layout.js';
 import { intervalsNewestFirst, type DecodedRegion } from './decode.js';
 
 /**
@@ -148,7 +148,97 @@ export interface AssessState {
   loadedSince: number;
   kernel: Track;
   agent: Track;
-  window: { at: number; kernel: number; agent: number }[];
+  window: RateWindow;
+}
+
+/** One sample of the rate window. */
+export interface RatePoint {
+  at: number;
+  kernel: number;
+  agent: number;
+}
+
+/** Room a RateWindow's new buffer leaves to append in place: one copy per GROW samples. */
+const GROW = 16;
+
+/** The samples behind a RateWindow: (at, kernel, agent) triples, `written` of them so far. */
+interface RateBuffer {
+  data: Float64Array;
+  written: number;
+}
+
+/**
+ * The rate window's samples, oldest first: a view (start, end) of a buffer that successive states
+ * share. Appending to the newest view writes in place (no copy per sample: this runs per VM per poll,
+ * bench/fleet); appending to an older one (a caller that kept an old state) copies, so every state
+ * keeps the window it had.
+ */
+export class RateWindow {
+  private constructor(
+    private readonly buf: RateBuffer,
+    private readonly start: number,
+    private readonly end: number,
+  ) {}
+
+  static of(p: RatePoint, capacity: number): RateWindow {
+    const buf: RateBuffer = { data: new Float64Array(3 * Math.max(2, capacity)), written: 0 };
+    RateWindow.#write(buf, 0, p.at, p.kernel, p.agent);
+    return new RateWindow(buf, 0, 1);
+  }
+
+  static #write(buf: RateBuffer, i: number, at: number, kernel: number, agent: number): void {
+    buf.data[3 * i] = at;
+    buf.data[3 * i + 1] = kernel;
+    buf.data[3 * i + 2] = agent;
+    buf.written = i + 1;
+  }
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  at(i: number): number {
+    return this.buf.data[3 * (this.start + i)] as number;
+  }
+
+  kernel(i: number): number {
+    return this.buf.data[3 * (this.start + i) + 1] as number;
+  }
+
+  agent(i: number): number {
+    return this.buf.data[3 * (this.start + i) + 2] as number;
+  }
+
+  /** The samples as objects (tests, debugging). */
+  points(): RatePoint[] {
+    const out: RatePoint[] = [];
+    for (let i = 0; i < this.length; i++) out.push({ at: this.at(i), kernel: this.kernel(i), agent: this.agent(i) });
+    return out;
+  }
+
+  /**
+   * This window plus `p`, without the samples before `from` (keeping the newest one at or before it,
+   * so sparse sampling still gives a rate) and at most `maxSamples`.
+   */
+  append(p: RatePoint, from: number, maxSamples: number): RateWindow {
+    const n = this.length + 1;
+    const at = (i: number) => (i < this.length ? this.at(i) : p.at);
+    let drop = 0;
+    while (n - drop > 2 && at(drop + 1) <= from) drop++;
+    if (n - drop > maxSamples) drop = n - maxSamples;
+    const capacity = this.buf.data.length / 3;
+    if (this.buf.written === this.end && this.end < capacity) {
+      RateWindow.#write(this.buf, this.end, p.at, p.kernel, p.agent);
+      return new RateWindow(this.buf, this.start + drop, this.end + 1);
+    }
+    // Full, or an older view: the kept samples into a new buffer with room to grow in place again.
+    const keep = n - drop;
+    const buf: RateBuffer = { data: new Float64Array(3 * (keep + GROW)), written: 0 };
+    const kept = keep - 1;
+    buf.data.set(this.buf.data.subarray(3 * (this.start + drop), 3 * (this.start + drop + kept)));
+    RateWindow.#write(buf, kept, p.at, p.kernel, p.agent);
+    return new RateWindow(buf, 0, keep);
+  }
 }
 
 export interface AssessInput {
@@ -246,7 +336,7 @@ function freshState(cur: DecodedRegion, now: number, running: boolean): AssessSt
     loadedSince: now,
     kernel: track(cur.kernel),
     agent: track(cur.agent),
-    window: [{ at: now, kernel: cur.kernel.beats, agent: cur.agent.beats }],
+    window: RateWindow.of({ at: now, kernel: cur.kernel.beats, agent: cur.agent.beats }, 2),
   };
 }
 
@@ -263,23 +353,8 @@ function advance(prev: AssessState, cur: DecodedRegion, now: number, running: bo
     };
   };
   const point = { at: now, kernel: cur.kernel.beats, agent: cur.agent.beats };
-  let window: AssessState['window'];
-  if (!running || resumed) {
-    window = [point]; // paused time must not dilute the rate
-  } else {
-    // The previous window plus this point, from `start` on: one copy per sample (bench/fleet: the
-    // spread-then-shift copies were a good part of a 1000-VM monitor's garbage).
-    const prevW = prev.window;
-    const n = prevW.length + 1;
-    const at = (i: number) => (i < prevW.length ? (prevW[i] as { at: number }).at : point.at);
-    const from = now - o.windowMs;
-    let start = 0;
-    // Keep the newest sample at or before the window start so sparse sampling still gives a rate.
-    while (n - start > 2 && at(start + 1) <= from) start++;
-    if (n - start > o.windowMaxSamples) start = n - o.windowMaxSamples;
-    window = prevW.slice(start);
-    window.push(point);
-  }
+  // Paused time must not dilute the rate: a pause or a resume starts the window again.
+  const window = !running || resumed ? RateWindow.of(point, o.windowMaxSamples) : prev.window.append(point, now - o.windowMs, o.windowMaxSamples);
   return {
     at: now,
     vmRunning: running,
@@ -300,19 +375,16 @@ interface Rates {
 }
 
 /** Beats per second of both signals over the window, or undefined for a window of no length. */
-function ratesOf(window: AssessState['window']): Rates | undefined {
-  const first = window[0];
-  const last = window[window.length - 1];
-  if (first === undefined || last === undefined || last.at <= first.at) return undefined;
+function ratesOf(window: RateWindow): Rates | undefined {
+  const n = window.length;
+  if (n < 2 || window.at(n - 1) <= window.at(0)) return undefined;
   let kernel = 0;
   let agent = 0;
-  for (let i = 1; i < window.length; i++) {
-    const a = window[i - 1] as (typeof window)[0];
-    const b = window[i] as (typeof window)[0];
-    kernel += delta32(a.kernel, b.kernel);
-    agent += delta32(a.agent, b.agent);
+  for (let i = 1; i < n; i++) {
+    kernel += delta32(window.kernel(i - 1), window.kernel(i));
+    agent += delta32(window.agent(i - 1), window.agent(i));
   }
-  const ms = last.at - first.at;
+  const ms = window.at(n - 1) - window.at(0);
   return { kernel: (kernel * 1000) / ms, agent: (agent * 1000) / ms, windowMs: ms };
 }
 
@@ -326,15 +398,41 @@ export function jitterOf(region: Pick<DecodedRegion, 'ring' | 'kernel'>, resolut
   return jitterOfMs(intervalsMsOf(region), resolutionMs);
 }
 
-function jitterOfMs(ms: readonly number[], resolutionMs: number): JitterStats | undefined {
-  const n = ms.length;
+// Scratch space of assessHeartbeat (one sample at a time: no call re-enters it): the ring's intervals
+// in ms and their sorted copy, instead of two arrays per sample (bench/fleet).
+const scratchMs = new Float64Array(RING_MAX);
+const scratchSorted = new Float64Array(RING_MAX);
+
+/** The ring's intervals in ms, newest first, into scratchMs; how many. */
+function intervalsIntoScratch(region: Pick<DecodedRegion, 'ring' | 'kernel'>): number {
+  const n = region.ring.length;
+  if (n === 0 || (n & (n - 1)) !== 0 || n > RING_MAX) return 0;
+  const beats = region.kernel.beats >>> 0;
+  const count = Math.min(n, Math.max(0, beats - 1));
+  let out = 0;
+  for (let k = 0; k < count; k++) {
+    const v = region.ring[(beats - k) & (n - 1)] ?? 0;
+    if (v !== 0) scratchMs[out++] = v / UNITS_PER_MS;
+  }
+  return out;
+}
+
+function jitterOfMs(ms: ArrayLike<number>, resolutionMs: number, count = ms.length): JitterStats | undefined {
+  const n = count;
   if (n === 0) return undefined;
   let sum = 0;
   for (let i = 0; i < n; i++) sum += ms[i] as number;
   const mean = sum / n;
   let sq = 0;
   for (let i = 0; i < n; i++) sq += ((ms[i] as number) - mean) * ((ms[i] as number) - mean);
-  const sorted = Float64Array.from(ms).sort();
+  // Insertion sort into the scratch copy: n <= RING_MAX, and the ring is nearly sorted already.
+  const sorted = scratchSorted;
+  for (let i = 0; i < n; i++) {
+    const v = ms[i] as number;
+    let j = i;
+    for (; j > 0 && (sorted[j - 1] as number) > v; j--) sorted[j] = sorted[j - 1] as number;
+    sorted[j] = v;
+  }
   return {
     count: n,
     meanMs: mean,
@@ -391,24 +489,40 @@ export interface KernelStallBound {
  * half a period or more), at most KERNEL_BOUND_MAX_PERIODS periods; late beyond period + 2 Timer steps,
  * stalled at E + 2 Timer steps + slack * period.
  */
-export function kernelStallBound(periodMs: number, intervalsMs: readonly number[], slack: number, resolutionMs: number): KernelStallBound {
-  let expectedMs = periodMs;
-  let basis = 'the period';
+export function kernelStallBound(periodMs: number, intervalsMs: ArrayLike<number>, slack: number, resolutionMs: number, count = intervalsMs.length): KernelStallBound {
   // Only the periodic polls say how long the next beat may take: intervals under half a period are
   // extra beats (the zone's registration reads it twice at boot, a tool reading its temp). The longest,
   // not mean + k sd: a few irregular beats soon after boot make the deviation of a short ring huge
   // (measured in bench/detection: the bound at its cap, and 4 s verdicts, seconds after boot).
   let polls = 0;
   let max = 0;
-  for (const ms of intervalsMs) {
+  for (let i = 0; i < count; i++) {
+    const ms = intervalsMs[i] as number;
     if (ms < periodMs / 2) continue;
     polls++;
     if (ms > max) max = ms;
   }
-  if (polls > 0 && max > expectedMs) [expectedMs, basis] = [max, `the longest of ${polls} recorded intervals`];
   const cap = KERNEL_BOUND_MAX_PERIODS * periodMs;
-  if (expectedMs > cap) [expectedMs, basis] = [cap, `${KERNEL_BOUND_MAX_PERIODS} periods (the recorded intervals are longer)`];
-  return { expectedMs, lateMs: periodMs + 2 * resolutionMs, stallMs: expectedMs + 2 * resolutionMs + slack * periodMs, basis };
+  const how = polls > 0 && max > periodMs ? (max > cap ? 'cap' : 'ring') : 'period';
+  const expectedMs = how === 'period' ? periodMs : how === 'cap' ? cap : max;
+  return new StallBound(expectedMs, periodMs + 2 * resolutionMs, expectedMs + 2 * resolutionMs + slack * periodMs, how, polls);
+}
+
+/** A KernelStallBound whose basis is worded only when a report shows it (a live kernel's never is). */
+class StallBound implements KernelStallBound {
+  constructor(
+    readonly expectedMs: number,
+    readonly lateMs: number,
+    readonly stallMs: number,
+    private readonly how: 'period' | 'ring' | 'cap',
+    private readonly polls: number,
+  ) {}
+
+  get basis(): string {
+    if (this.how === 'period') return 'the period';
+    if (this.how === 'cap') return `${KERNEL_BOUND_MAX_PERIODS} periods (the recorded intervals are longer)`;
+    return `the longest of ${this.polls} recorded intervals`;
+  }
 }
 
 function kernelByAge(t: Track, now: number, periodMs: number, bound: KernelStallBound): Pick<SignalReport, 'status' | 'ageMs' | 'detail'> {
@@ -467,8 +581,8 @@ export function assessHeartbeat(input: AssessInput, options: AssessOptions = {})
     kernel.ratePerSec = rates.kernel;
     kernel.rateWindowMs = rates.windowMs;
   }
-  const intervalsMs = intervalsMsOf(sample);
-  const jitter = jitterOfMs(intervalsMs, o.timerResolutionMs);
+  const intervalCount = intervalsIntoScratch(sample);
+  const jitter = jitterOfMs(scratchMs, o.timerResolutionMs, intervalCount);
   if (jitter !== undefined) kernel.jitter = jitter;
   if (previous !== undefined && reason === undefined && kernelDelta !== undefined && kernelDelta > 0 && now - previous.at < TIMER_SAFE_MS) {
     kernel.guestIntervalMs = delta32(previous.kernel.last, sample.kernel.last) / UNITS_PER_MS / kernelDelta;
@@ -514,7 +628,7 @@ export function assessHeartbeat(input: AssessInput, options: AssessOptions = {})
             },
       );
     } else {
-      const bound = kernelStallBound(kernelPeriodMs, intervalsMs, o.stallSlack, o.timerResolutionMs);
+      const bound = kernelStallBound(kernelPeriodMs, scratchMs, o.stallSlack, o.timerResolutionMs, intervalCount);
       kernel.stallAfterMs = bound.stallMs;
       set(kernel, kernelByAge(state.kernel, now, kernelPeriodMs, bound));
       if (jitter !== undefined && jitter.meanMs > o.lateAfterPeriods * kernelPeriodMs) {

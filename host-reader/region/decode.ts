@@ -84,6 +84,35 @@ function printable(bytes: Uint8Array, at: number, n: number): string {
  * (= header + 4 * ring length, and present in `bytes`), the kernel period, and `expect`.
  * Never throws; never allocates more than RING_MAX ring entries.
  */
+function readU16(b: Uint8Array, off: number): number {
+  return (b[off] as number) | ((b[off + 1] as number) << 8);
+}
+
+function readU32(b: Uint8Array, off: number): number {
+  return ((b[off] as number) | ((b[off + 1] as number) << 8) | ((b[off + 2] as number) << 16) | ((b[off + 3] as number) << 24)) >>> 0;
+}
+
+const HEX = '0123456789abcdef';
+
+/** The little-endian u64 at `off` as 16 lowercase hex digits (the nonce's text). */
+function nonceText(b: Uint8Array, off: number): string {
+  let out = '';
+  for (let i = 7; i >= 0; i--) {
+    const v = b[off + i] as number;
+    out += HEX[v >> 4] + (HEX[v & 15] as string);
+  }
+  return out;
+}
+
+/** The u64 at `off` is `hex` (16 lowercase hex digits). */
+function nonceIs(b: Uint8Array, off: number, hex: string): boolean {
+  for (let i = 0; i < 8; i++) {
+    const v = b[off + 7 - i] as number;
+    if (hex.charCodeAt(2 * i) !== HEX.charCodeAt(v >> 4) || hex.charCodeAt(2 * i + 1) !== HEX.charCodeAt(v & 15)) return false;
+  }
+  return true;
+}
+
 export function decodeRegion(bytes: Uint8Array, expect: DecodeExpect = {}): DecodeResult {
   try {
     return decode(bytes, expect);
@@ -101,37 +130,40 @@ function decode(bytes: Uint8Array, expect: DecodeExpect): DecodeResult {
       return fail('magic', `magic is "${printable(bytes, Off.magic, 8)}", not "${REGION_MAGIC}"`);
     }
   }
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const u16 = (off: number) => dv.getUint16(off, true);
-  const u32 = (off: number) => dv.getUint32(off, true);
+  // Little-endian reads straight from the bytes (no DataView per decode: it runs per VM per poll,
+  // bench/fleet).
 
-  const version = u16(Off.version);
+  const version = readU16(bytes, Off.version);
   if (version !== LAYOUT_VERSION) return fail('version', `layout version ${version}, this reader knows ${LAYOUT_VERSION}`);
-  const headerSize = u16(Off.headerSize);
+  const headerSize = readU16(bytes, Off.headerSize);
   if (headerSize !== HEADER_SIZE) return fail('headerSize', `header size ${headerSize}, expected ${HEADER_SIZE}`);
-  const ringLength = u16(Off.ringLength);
+  const ringLength = readU16(bytes, Off.ringLength);
   if (ringLength < RING_MIN || ringLength > RING_MAX || (ringLength & (ringLength - 1)) !== 0) {
     return fail('ringLength', `ring length ${ringLength} is not a power of two in ${RING_MIN}..${RING_MAX}`);
   }
   if (expect.ringLength !== undefined && ringLength !== expect.ringLength) {
     return fail('ringLength', `ring length ${ringLength}, the layout says ${expect.ringLength}`);
   }
-  const size = u32(Off.regionSize);
+  const size = readU32(bytes, Off.regionSize);
   const want = regionSize(ringLength);
   if (size !== want) return fail('regionSize', `region size ${size}, expected ${want} for a ring of ${ringLength}`);
   if (bytes.length < size) return fail('bytes', `truncated: ${bytes.length} bytes, the region needs ${size}`);
-  const kernelPeriodDs = u16(Off.kernelPeriodDs);
+  const kernelPeriodDs = readU16(bytes, Off.kernelPeriodDs);
   if (kernelPeriodDs < PERIOD_DS_MIN || kernelPeriodDs > PERIOD_DS_MAX) {
     return fail('kernelPeriodDs', `kernel period ${kernelPeriodDs} ds is outside ${PERIOD_DS_MIN}..${PERIOD_DS_MAX}`);
   }
-  const nonce = dv.getBigUint64(Off.nonce, true).toString(16).padStart(16, '0');
+  let nonce: string;
   if (expect.nonce !== undefined) {
     const wanted = expect.nonce.toLowerCase();
     if (!/^[0-9a-f]{16}$/.test(wanted)) return fail('nonce', `the expected nonce "${expect.nonce}" is not 16 hex digits`);
-    if (nonce !== wanted) return fail('nonce', `nonce ${nonce}, expected ${wanted}`);
+    // Compared as hex digits: the expected string is the nonce when they match (no string per decode).
+    if (!nonceIs(bytes, Off.nonce, wanted)) return fail('nonce', `nonce ${nonceText(bytes, Off.nonce)}, expected ${wanted}`);
+    nonce = wanted;
+  } else {
+    nonce = nonceText(bytes, Off.nonce);
   }
-  const ring: number[] = [];
-  for (let i = 0; i < ringLength; i++) ring.push(u32(Off.ring + 4 * i));
+  const ring = new Array<number>(ringLength);
+  for (let i = 0; i < ringLength; i++) ring[i] = readU32(bytes, Off.ring + 4 * i);
   return {
     ok: true,
     region: {
@@ -141,11 +173,11 @@ function decode(bytes: Uint8Array, expect: DecodeExpect): DecodeResult {
       nonce,
       kernelPeriodDs,
       ringLength,
-      loadCount: u32(Off.loadCount),
-      loadTimer: u32(Off.loadTimer),
-      kernel: { beats: u32(Off.kernelBeats), last: u32(Off.kernelLast) },
-      agent: { beats: u32(Off.agentBeats), last: u32(Off.agentLast) },
-      armed: u32(Off.armed),
+      loadCount: readU32(bytes, Off.loadCount),
+      loadTimer: readU32(bytes, Off.loadTimer),
+      kernel: { beats: readU32(bytes, Off.kernelBeats), last: readU32(bytes, Off.kernelLast) },
+      agent: { beats: readU32(bytes, Off.agentBeats), last: readU32(bytes, Off.agentLast) },
+      armed: readU32(bytes, Off.armed),
       pad: bytes[Off.pad] ?? 0,
       ring,
     },

@@ -386,11 +386,26 @@ describe('assessHeartbeat', () => {
           model = i === 0 ? [{ at: t, kernel: i + 1, agent: 0 }] : [...model, { at: t, kernel: i + 1, agent: 0 }];
           while (model.length > 2 && (model[1] as { at: number }).at <= t - 5000) model.shift();
           while (model.length > maxSamples) model.shift();
-          expect(state?.window).toEqual(model);
+          expect(state?.window.points()).toEqual(model);
         }
       }),
       { seed: 11, numRuns: 200 },
     );
+  });
+
+  it('leaves a kept state as it was: assessing again from an older state gives the same window (the buffer is shared)', () => {
+    const options = { windowMs: 60_000, windowMaxSamples: 4 };
+    const states: (AssessState | undefined)[] = [undefined];
+    for (let i = 0; i < 12; i++) {
+      const sample = region({ k: i + 1, kl: 0, a: 0, load: 1, lt: 1, nonce: NONCE });
+      states.push(assessHeartbeat({ previous: states[i], sample, now: 1000 * (i + 1), kernelPeriodMs: PERIOD, vm: { running: true } }, options).state);
+    }
+    const before = states.map((st) => st?.window.points());
+    // A branch from state 5 writes a different sample where state 6 wrote its own.
+    const branch = assessHeartbeat({ previous: states[5], sample: region({ k: 99, kl: 0, a: 0, load: 1, lt: 1, nonce: NONCE }), now: 5500, kernelPeriodMs: PERIOD, vm: { running: true } }, options).state;
+    expect(branch?.window.points().map((p) => p.kernel)).toEqual([3, 4, 5, 99]);
+    expect(states.map((st) => st?.window.points())).toEqual(before);
+    expect(states[12]?.window.points().map((p) => p.kernel)).toEqual([9, 10, 11, 12]);
   });
 
   it('does not count paused time in the rate', () => {
