@@ -5,6 +5,7 @@ import { ConfigError, type AppConfig, type CollectorConfig, type MonitorConfig }
 import {
   ConsoleCaptureCollector,
   HmpRegistersCollector,
+  ErstLogCollector,
   HostStateCollector,
   QmpStateCollector,
   runDiagnostics,
@@ -28,7 +29,7 @@ import { linkConnector } from './diagnostics/common.js';
 export const SPOOL_MAINTAIN_MS = 10 * 60 * 1000;
 
 /** Collector kinds a config may name (config validation uses this list). */
-export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state'] as const;
+export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state', 'erst-log'] as const;
 
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
@@ -57,6 +58,8 @@ export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector):
       return new HmpRegistersCollector(defined({ command: str(p['command']), qmpConnector }));
     case 'host-state':
       return new HostStateCollector(defined({ sampleMs: num(p['sampleMs']), qmpConnector }));
+    case 'erst-log':
+      return new ErstLogCollector(defined({ maxFileBytes: num(p['maxFileBytes']) }));
     default:
       throw new TypeError(`unknown collector type ${JSON.stringify(c.type)} (known: ${COLLECTOR_KINDS.join(', ')})`);
   }

@@ -12,6 +12,7 @@ export { ConsoleCaptureCollector, type ConsoleCaptureOptions } from './console-c
 export { SysrqCollector, DEFAULT_SYSRQ_KEYS, type SysrqCollectorOptions, type SysrqKeyStatus } from './sysrq.js';
 export { QmpStateCollector, DEFAULT_QMP_STATE_COMMANDS, type QmpStateOptions } from './qmp-state.js';
 export { HmpRegistersCollector, type HmpRegistersOptions } from './hmp-registers.js';
+export { ErstLogCollector, ERST_LOG_MAX_FILE_BYTES, type ErstLogOptions } from './erst-log.js';
 export {
   HostStateCollector,
   parseLoadavg,
