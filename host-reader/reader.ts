@@ -133,8 +133,19 @@ export interface Poll {
 /** Events that change or tell QEMU's run state: the next poll asks `query-status` after one. */
 export const RUN_STATE_EVENTS = ['STOP', 'RESUME', 'RESET', 'SHUTDOWN', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED'] as const;
 
-/** With no run-state event for this long, the poller asks `query-status` again. */
-export const STATUS_REFRESH_MS = 10_000;
+/**
+ * With no run-state event for this long, the poller asks `query-status` again: a lost event (an event
+ * queue that overflowed) is noticed within it. A reading that looks like trouble does not wait for it
+ * (CONFIRM_MS).
+ */
+export const STATUS_REFRESH_MS = 60_000;
+
+/**
+ * A late or stalled heartbeat is reported only with a run state QEMU gave at most this long ago:
+ * pollSync sends such a poll to poll(), which asks `query-status` first. A pause whose STOP event was
+ * lost, or a QEMU that stopped answering (SIGSTOP), is then `paused` or a failed poll, never a hung kernel.
+ */
+export const CONFIRM_MS = 1000;
 
 /** A background status refresh (pollSync) out for longer than this: the next poll waits for QEMU itself. */
 export const REFRESH_WAIT_MS = 1000;
@@ -144,6 +155,13 @@ export interface HeartbeatPollerOptions {
   statusRefreshMs?: number;
 }
 
+/** A report that says a heartbeat is late or stalled. */
+function troubled(r: HeartbeatReport): boolean {
+  const k = r.kernel.status;
+  const a = r.agent.status;
+  return k === 'late' || k === 'stalled' || a === 'late' || a === 'stalled';
+}
+
 /**
  * One heartbeat poll: QEMU's run state, the region, the assessment. A paused VM is reported as paused,
  * never as hung; a RESET event since the last poll forces a rescan and a new baseline.
@@ -151,10 +169,12 @@ export interface HeartbeatPollerOptions {
  * The run state follows QMP events: `query-status` is asked at the first poll, at the poll after any
  * run-state event (STOP, RESUME, RESET, SHUTDOWN...; the event says that it changed, the query says
  * to what: `paused`, `debug`, `guest-panicked`...), and when no event was seen for
- * `statusRefreshMs` (10 s: a lost event or a QEMU that stopped answering is noticed within that). In
- * between a poll makes no QMP round trip of its own, so over `procmem` a steady poll costs QEMU
- * nothing; `pollSync` asks the refresh in the background. A lost QMP connection makes the next poll
- * ask (and fail).
+ * `statusRefreshMs` (60 s: a lost event is noticed within that), and before a late or stalled
+ * heartbeat is reported (CONFIRM_MS: the trouble is told with a run state at most 1 s old, so a
+ * pause whose event was lost or a QEMU that stopped answering is never a hung kernel). In between a
+ * poll makes no QMP round trip of its own, so over `procmem` a steady poll costs QEMU nothing;
+ * `pollSync` asks the refresh in the background. A lost QMP connection makes the next poll ask (and
+ * fail).
  */
 export class HeartbeatPoller {
   #state: AssessState | undefined;
@@ -268,7 +288,14 @@ export class HeartbeatPoller {
     } catch {
       return undefined; // a region that does not decode: poll() reports it
     }
-    return snapshot === undefined ? undefined : this.#assess(status, snapshot, undefined);
+    if (snapshot === undefined) return undefined;
+    const p = this.#assess(status, snapshot, undefined);
+    if (troubled(p.report) && this.now() - this.#statusAt > CONFIRM_MS) {
+      // Trouble is told with a fresh run state: poll() asks QEMU, then reads again.
+      this.#changed = true;
+      return undefined;
+    }
+    return p;
   }
 
   #assess(status: QmpStatus, snapshot: Snapshot | undefined, error: Error | undefined): Poll {

@@ -4,7 +4,8 @@ import { afterEach, expect, test } from 'vitest';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
 import { FakeGuestMemory } from '../../host-reader/memory/fake-memory.js';
 import { QmpClient, QmpError } from '../../host-reader/qmp/index.js';
-import { HeartbeatPoller, RegionReader, STATUS_REFRESH_MS } from '../../host-reader/reader.js';
+import { CONFIRM_MS, HeartbeatPoller, RegionReader, STATUS_REFRESH_MS } from '../../host-reader/reader.js';
+import { MS, simulateBeat } from './region/sim.js';
 import { FakeQmpServer } from '../helpers/fake-qmp-server.js';
 
 /**
@@ -28,12 +29,13 @@ async function setup(opts: { sync?: boolean } = {}) {
   cleanups.push(() => qmp.close());
   const { aml, layout } = buildDiagSsdt({ nonce: 0xabcn, kernelPeriodMs: 1000 });
   const memory = new FakeGuestMemory({ unmapped: 'zeros', limit: 0x2000_0000n, sync: opts.sync ?? false });
-  memory.map(0x1ffe_2270n, aml.slice());
+  const table = aml.slice();
+  memory.map(0x1ffe_2270n, table);
   let t = 0;
   const poller = new HeartbeatPoller(qmp, new RegionReader(qmp, memory, layout), {}, () => t);
   cleanups.push(() => poller.close());
   const statusCalls = () => server.received.filter((c) => c.execute === 'query-status').length;
-  return { server, qmp, vm, poller, memory, statusCalls, at: (ms: number) => (t = ms) };
+  return { server, qmp, vm, poller, memory, table, layout, statusCalls, at: (ms: number) => (t = ms) };
 }
 
 test('after the first poll, polls make no QMP round trip until an event or the refresh', async () => {
@@ -141,4 +143,41 @@ test('pollSync after a RESET: undefined (the address is forgotten), and poll() r
   await reset;
   expect(poller.pollSync()).toBeUndefined();
   expect((await poller.poll()).report.restarted).toBe(true);
+});
+
+test('pollSync: a late or stalled heartbeat is told only with a run state at most CONFIRM_MS old: a pause whose STOP was lost is paused, not hung', async () => {
+  const { server, qmp, vm, poller, memory, table, layout, statusCalls, at } = await setup({ sync: true });
+  let t = 0;
+  const beatAt = (ms: number) => {
+    at(ms);
+    simulateBeat(table, layout, 'kernel', ms * MS);
+    memory.write(0x1ffe_2270n, table);
+  };
+  beatAt(0);
+  await poller.poll();
+  for (t = 1000; t <= 5000; t += 1000) {
+    beatAt(t);
+    expect(poller.pollSync()?.report.kernel.status).toMatch(/unknown|alive/);
+  }
+  expect(statusCalls()).toBe(1);
+  // QEMU pauses the VM and the STOP event is lost: the beats stop.
+  vm.running = false;
+  vm.status = 'paused';
+  at(7500);
+  expect(poller.pollSync()).toBeUndefined(); // late, and the run state is 7.5 s old: ask
+  expect((await poller.poll()).report.kernel.status).toBe('paused');
+  expect(statusCalls()).toBe(2);
+  // Resumed (its event arrives), and the kernel does not beat: stalled, with a run state asked for it.
+  vm.running = true;
+  vm.status = 'running';
+  const resumed = qmp.waitEvent('RESUME');
+  server.emitEvent('RESUME');
+  await resumed;
+  at(7600);
+  expect((await poller.poll()).report.vm.running).toBe(true);
+  expect(statusCalls()).toBe(3);
+  at(7600 + CONFIRM_MS + 3000);
+  expect(poller.pollSync()).toBeUndefined();
+  expect((await poller.poll()).report.kernel.status).toBe('stalled');
+  expect(statusCalls()).toBe(4);
 });

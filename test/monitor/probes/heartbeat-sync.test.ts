@@ -89,11 +89,18 @@ describe('kernel-heartbeat runSync over procmem', () => {
     }
     expect(commands()).toBe(sent);
     expect(discoveries).toEqual(['scan']); // the one discovery went through the monitor's limiter
-    // A hang: the same stall rule as run().
+    // A hang: the same stall rule as run(), told only with a fresh run state (CONFIRM_MS): runSync
+    // leaves it to run(), which asks QEMU first.
     advance(2.1 * PERIOD);
-    const stalled = probe.runSync(target);
-    expect(stalled).toMatchObject({ outcome: 'failure', evidence: { status: 'stalled', stallAfterMs: 2008 } });
+    expect(probe.runSync(target)).toBeUndefined();
     expect(commands()).toBe(sent);
+    const stalled = await run();
+    expect(stalled).toMatchObject({ outcome: 'failure', evidence: { status: 'stalled', stallAfterMs: 2008 } });
+    expect(commands()).toBe(sent + 1); // query-status
+    // Confirmed less than CONFIRM_MS ago: at once again.
+    advance(PERIOD / 2);
+    expect(probe.runSync(target)).toMatchObject({ outcome: 'failure', evidence: { status: 'stalled' } });
+    expect(commands()).toBe(sent + 1);
   });
 
   test('a run-state event, another target, or a table that no longer matches: undefined, and run() does the work', async () => {
