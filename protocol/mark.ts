@@ -63,7 +63,8 @@ export function parseMark(line: string): ParsedMark | undefined {
   const at = line.indexOf(`${MARK_PREFIX} `);
   if (at < 0) return undefined;
   const fields: Record<string, string> = Object.create(null) as Record<string, string>;
-  const words = line.slice(at + MARK_PREFIX.length + 1).trim().split(/ +/);
+  // Split at most MAX_FIELDS + 1 ways: a line of a million fields is refused without a million strings.
+  const words = line.slice(at + MARK_PREFIX.length + 1).trim().split(/ +/, MAX_FIELDS + 1);
   if (words.length > MAX_FIELDS) return undefined;
   for (const kv of words) {
     const eq = kv.indexOf('=');

@@ -26,8 +26,37 @@ export type ParsedMessage =
   | { kind: 'reply'; id: string; value: unknown; error: undefined }
   | { kind: 'reply'; id: string; value: undefined; error: { errorClass: string; desc: string } };
 
+/** Deepest nesting of arrays and objects accepted in a QMP line: QEMU's replies nest a few levels. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * A QmpProtocolError when `line` nests arrays/objects deeper than MAX_JSON_DEPTH: JSON.parse takes any
+ * depth, but what walks the value afterwards (JSON.stringify into a report, say) recurses and would
+ * overflow the stack. One pass over the characters, strings skipped.
+ */
+function tooDeepJson(line: string): QmpProtocolError | undefined {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_JSON_DEPTH) return new QmpProtocolError('bad-message', `JSON nested deeper than ${MAX_JSON_DEPTH} levels`, { text: line });
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return undefined;
+}
+
 /** Classifies one line of the running session (qmp-spec.rst, "Server responses" and "Asynchronous events"). */
 export function parseMessage(line: string): ParsedMessage | QmpProtocolError {
+  const tooDeep = tooDeepJson(line);
+  if (tooDeep !== undefined) return tooDeep;
   let message: unknown;
   try {
     message = JSON.parse(line);
@@ -58,7 +87,7 @@ export function parseMessage(line: string): ParsedMessage | QmpProtocolError {
       return new QmpProtocolError('bad-message', 'reply without an id', { text: line });
     }
     // A non-string id is not one of ours: route it nowhere (counted as a late reply).
-    const key = typeof id === 'string' ? id : `\u0000${JSON.stringify(id)}`;
+    const key = typeof id === 'string' ? id : `\u0000${typeof id}`;
     if ('error' in message) {
       const error = message.error;
       if (!isObject(error) || typeof error.class !== 'string' || typeof error.desc !== 'string') {
@@ -76,6 +105,7 @@ export function parseMessage(line: string): ParsedMessage | QmpProtocolError {
 
 /** Validates the greeting line (qmp-spec.rst, "Server Greeting"). */
 export function parseGreeting(line: string): QmpGreeting | QmpProtocolError {
+  if (tooDeepJson(line) !== undefined) return new QmpProtocolError('bad-greeting', `greeting nested deeper than ${MAX_JSON_DEPTH} levels`, { text: line });
   let message: unknown;
   try {
     message = JSON.parse(line);
