@@ -8,8 +8,9 @@ import type { WorkerResult } from './worker.js';
  *
  * Precedence, first match wins:
  *   1. guest-panicked     a GUEST_PANICKED event (qmp-status `panic`/`events`), run state
- *                         `guest-panicked`, or a recent `Kernel panic` console line while the
- *                         kernel heartbeat is not alive (an alive heartbeat means it rebooted since)
+ *                         `guest-panicked`, or a recent `Kernel panic` line in the console or the
+ *                         app's log stream (console-passive, log-marks) while the kernel heartbeat
+ *                         is not alive (an alive heartbeat means it rebooted since)
  *   2. vm-not-running     QEMU's run state (the newest one any probe saw) is not `running`, or no
  *                         QEMU answers on the QMP socket. A paused, migrating or shutting-down VM
  *                         therefore never gets a hang verdict.
@@ -17,7 +18,8 @@ import type { WorkerResult } from './worker.js';
  *                         vCPU threads got no CPU), and host CPU pressure (PSI or vCPU run delay)
  *   4. guest-kernel-hung  kernel heartbeat failing while the VM runs
  *   5. guest-userspace-hung  kernel heartbeat alive, and a userspace probe failing (agent
- *                         heartbeat, console command, marks, heartbeat disk, guest agent ping)
+ *                         heartbeat, console command, marks in the console or the app's logs,
+ *                         heartbeat disk, guest agent ping)
  *   6. app-unhealthy      the guest is alive (kernel or userspace probe passing), an app probe
  *                         (tcp, http) failing
  *   7. running-healthy    something passes and nothing fails
@@ -81,7 +83,9 @@ export interface Classification {
 }
 
 const KERNEL = new Set(['kernel-heartbeat']);
-const USERSPACE = new Set(['agent-heartbeat', 'agent-ping', 'console-active', 'console-passive', 'disk-heartbeat', 'guest-ping']);
+const USERSPACE = new Set(['agent-heartbeat', 'agent-ping', 'console-active', 'console-passive', 'log-marks', 'disk-heartbeat', 'guest-ping']);
+/** Probes that report a `Kernel panic` line seen in the guest's log stream (`evidence.panic`). */
+const LOG_PANIC = new Set(['console-passive', 'log-marks']);
 const APP = new Set(['tcp', 'http']);
 const NO_QEMU = new Set(['ENOENT', 'ECONNREFUSED']);
 
@@ -161,10 +165,10 @@ export function classify(input: ClassifyInput, options: ClassifyOptions = {}): C
   const run = runStateOf(obs);
   if (run?.state === 'guest-panicked') return out('guest-panicked', 'QEMU run state is guest-panicked', [run.from]);
   if (!kernelAlive) {
-    for (const o of obs.filter((x) => x.probe === 'console-passive')) {
+    for (const o of obs.filter((x) => LOG_PANIC.has(x.probe))) {
       const p = rec(ev(o).panic);
       if (p !== undefined && typeof p.ageMs === 'number' && p.ageMs <= opt.consolePanicMaxAgeMs) {
-        return out('guest-panicked', `console: ${String(p.line)}`, [o, ...kernel]);
+        return out('guest-panicked', `${o.probe === 'log-marks' ? 'log' : 'console'}: ${String(p.line)}`, [o, ...kernel]);
       }
     }
   }

@@ -6,6 +6,7 @@ import monitorConfigSchema from '../docs/monitor-config.schema.json' with { type
 import { EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
 import type { MemoryPath } from '../host-reader/session.js';
 import type { ProbeSpec } from './probes/index.js';
+import { DEFAULT_LOG_MAX_READ_BYTES, DEFAULT_WITHIN_PERIODS } from './probes/log-marks.js';
 import { DEFAULT_MAX_BUNDLE_BYTES } from './report/bundle.js';
 import { SPOOL_QUOTA_DEFAULT } from './report/spool.js';
 import { DEFAULT_TIMING, type AppTarget, type ScenarioTiming } from './types.js';
@@ -458,7 +459,12 @@ interface NormalizeContext {
   problems: ConfigProblem[];
   locator: Locator;
   collectorKinds?: readonly string[];
+  /** The EVE domain of the app being normalized (log-marks' default newlog path). */
+  eveDom?: string;
 }
+
+/** Where newlogd writes the app log files it is collecting (pkg/pillar/types/locationconsts.go NewlogCollectDir). */
+export const EVE_NEWLOG_COLLECT_DIR = '/persist/newlog/collect';
 
 const ms = (s: number) => Math.round(s * 1000);
 
@@ -578,6 +584,41 @@ function probeOf(raw: RawScenario['probe'], segs: Seg[], timing: ScenarioTiming,
           panicPattern: p.panicPattern as string | undefined,
         }),
       };
+    case 'log-marks': {
+      checkRegex(ctx, at('pattern'), p.pattern);
+      checkRegex(ctx, at('sourcePattern'), p.sourcePattern);
+      const source = (p.source as 'console' | 'log-entries' | undefined) ?? 'console';
+      if (p.sourcePattern !== undefined && source !== 'log-entries') problem(ctx, at('sourcePattern'), 'only read with source "log-entries" (console lines have no source)');
+      let logPath = path(p.path);
+      if (typeof p.path === 'string' && /[*?]/.test(dirname(p.path))) problem(ctx, at('path'), `a glob (* or ?) only in the file name, not in a directory (got ${got(p.path)})`);
+      if (source === 'log-entries' && logPath === undefined) {
+        // An EVE app's console ends up in newlogd's app log file (see monitor/probes/log-marks.ts).
+        // EVE names a domain <app uuid>.<restart count>.<app number>; newlogd names the file after the uuid.
+        const uuid = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:\.|$)/i.exec(ctx.eveDom ?? '')?.[1];
+        if (uuid !== undefined) logPath = `${EVE_NEWLOG_COLLECT_DIR}/app.${uuid.toLowerCase()}.log*`;
+        else if (ctx.eveDom !== undefined) problem(ctx, at('path'), `is required with source "log-entries": eveDom ${JSON.stringify(ctx.eveDom)} does not start with an app UUID, so newlogd's file name is not known`);
+        else problem(ctx, at('path'), 'is required with source "log-entries" (a file of LogEntry JSON lines; a * in the file name takes the newest match), unless the app has an eveDom');
+      }
+      const within = (p.withinPeriods as number | undefined) ?? DEFAULT_WITHIN_PERIODS;
+      const maxRead = p.maxReadBytes as number | undefined;
+      const maxLine = p.maxLineBytes as number | undefined;
+      if (maxLine !== undefined && maxLine > (maxRead ?? DEFAULT_LOG_MAX_READ_BYTES)) {
+        problem(ctx, at('maxLineBytes'), `must not exceed maxReadBytes (${maxRead ?? DEFAULT_LOG_MAX_READ_BYTES}) (got ${maxLine})`);
+      }
+      return {
+        type: raw.type,
+        params: defined({
+          source: p.source as 'console' | 'log-entries' | undefined,
+          path: logPath,
+          pattern: p.pattern as string | undefined,
+          sourcePattern: p.sourcePattern as string | undefined,
+          withinPeriods: within,
+          graceMs: p.graceSeconds !== undefined ? ms(p.graceSeconds as number) : undefined,
+          maxReadBytes: maxRead,
+          maxLineBytes: maxLine,
+        }),
+      };
+    }
     case 'disk-heartbeat':
       return {
         type: raw.type,
@@ -707,7 +748,8 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
             if (st.timeoutMs > st.periodMs) {
               problem(ctx, [...segs, s.timeoutSeconds !== undefined ? 'timeoutSeconds' : 'periodSeconds'], `timeoutSeconds (${st.timeoutMs / 1000}) must not exceed periodSeconds (${st.periodMs / 1000})`);
             }
-            return { name: s.name, probe: probeOf(s.probe, [...segs, 'probe'], st, ctx), timing: st };
+            const appCtx: NormalizeContext = a.eveDom !== undefined ? { ...ctx, eveDom: a.eveDom } : ctx;
+            return { name: s.name, probe: probeOf(s.probe, [...segs, 'probe'], st, appCtx), timing: st };
           });
     apps.push({
       name: a.name,

@@ -12,6 +12,7 @@ import { DiskHeartbeatProbe, type DiskHeartbeatParams } from './disk-heartbeat.j
 import { GuestPingProbe, type GuestPingParams } from './guest-ping.js';
 import { HeartbeatProbe, type HeartbeatParams } from './heartbeat.js';
 import { HttpProbe, type HttpParams } from './http.js';
+import { LogMarksProbe, type LogMarksParams } from './log-marks.js';
 import type { QmpLinks } from './qmp-link.js';
 import { QmpStatusProbe, type QmpStatusParams } from './qmp-status.js';
 import { TcpProbe, type TcpParams } from './tcp.js';
@@ -22,6 +23,7 @@ export type ProbeSpec =
   | { type: 'qmp-status'; params: QmpStatusParams }
   | { type: 'console-active'; params: ConsoleActiveParams }
   | { type: 'console-passive'; params: ConsolePassiveParams }
+  | { type: 'log-marks'; params: LogMarksParams }
   | { type: 'disk-heartbeat'; params: DiskHeartbeatParams }
   | { type: 'tcp'; params: TcpParams }
   | { type: 'http'; params: HttpParams }
@@ -36,6 +38,7 @@ export const PROBE_TYPES: readonly ProbeType[] = [
   'qmp-status',
   'console-active',
   'console-passive',
+  'log-marks',
   'disk-heartbeat',
   'tcp',
   'http',
@@ -70,6 +73,8 @@ export function createProbe(spec: ProbeSpec, ctx: ProbeContext): Probe {
       return new ConsoleActiveProbe(spec.params);
     case 'console-passive':
       return new ConsolePassiveProbe(spec.params, clocks);
+    case 'log-marks':
+      return new LogMarksProbe(spec.params, clocks);
     case 'disk-heartbeat':
       return new DiskHeartbeatProbe(spec.params, clocks);
     case 'tcp':
@@ -90,6 +95,15 @@ export function createProbe(spec: ProbeSpec, ctx: ProbeContext): Probe {
 export { QmpLink, QmpLinks, type QmpLinksOptions, type ConnectHook } from './qmp-link.js';
 export { ConsoleActiveProbe, type ConsoleActiveParams, type ConsoleLoginStep } from './console-active.js';
 export { ConsolePassiveProbe, DEFAULT_MARK_PATTERN, DEFAULT_PANIC_PATTERN, type ConsolePassiveParams } from './console-passive.js';
+export {
+  LogMarksProbe,
+  kernelEventKind,
+  DEFAULT_WITHIN_PERIODS,
+  type LogMarksParams,
+  type LogMarksSource,
+  type KernelEvent,
+  type KernelEventKind,
+} from './log-marks.js';
 export { DiskHeartbeatProbe, type DiskHeartbeatParams } from './disk-heartbeat.js';
 export { AgentPingProbe, agentPortAddress, type AgentPingParams } from './agent-ping.js';
 export { GuestPingProbe, type GuestPingParams } from './guest-ping.js';

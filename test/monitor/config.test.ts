@@ -274,7 +274,7 @@ describe('parseConfig: errors name the file, the line and the field', () => {
       'an unknown probe type',
       'apps:\n  - name: a\n    scenarios:\n      - name: s\n        probe:\n          type: ping\n',
       [
-        'monitor.yaml:6: apps[0].scenarios[0].probe.type: must be one of kernel-heartbeat, agent-heartbeat, qmp-status, console-active, console-passive, disk-heartbeat, tcp, http, guest-ping, agent-ping (got "ping")',
+        'monitor.yaml:6: apps[0].scenarios[0].probe.type: must be one of kernel-heartbeat, agent-heartbeat, qmp-status, console-active, console-passive, log-marks, disk-heartbeat, tcp, http, guest-ping, agent-ping (got "ping")',
       ],
     ],
     [
@@ -419,5 +419,52 @@ describe('the published schema', () => {
     expect(formatPath(['apps', 0, 'scenarios', 1, 'periodSeconds'])).toBe('apps[0].scenarios[1].periodSeconds');
     expect(formatPath(['eve', 'layouts', 'a.b'])).toBe('eve.layouts["a.b"]');
     expect(formatPath([])).toBe('');
+  });
+});
+
+describe('log-marks params', () => {
+  const app = (params: string, extra = '') => `apps:\n  - name: a\n${extra}    scenarios:\n      - name: marks\n        periodSeconds: 10\n        probe:\n          type: log-marks\n          params: ${params}\n`;
+
+  test('normalized: seconds to ms, withinPeriods defaulted, paths absolute; an eveDom gives the newlogd app log', () => {
+    const probe = (text: string) => parseConfig(text, FILE, { baseDir: '/etc/eve-diag' }).apps[0]?.scenarios[0]?.probe;
+    expect(probe(app('{}'))).toEqual({ type: 'log-marks', params: { withinPeriods: 2 } });
+    expect(probe(app('{ source: log-entries, path: "logs/app.*.log", pattern: "alive n=(\\\\d+)", withinPeriods: 3, graceSeconds: 90, maxReadBytes: 65536, maxLineBytes: 4096 }'))).toEqual({
+      type: 'log-marks',
+      params: { source: 'log-entries', path: '/etc/eve-diag/logs/app.*.log', pattern: 'alive n=(\\d+)', withinPeriods: 3, graceMs: 90000, maxReadBytes: 65536, maxLineBytes: 4096 },
+    });
+    expect(probe(app('{ source: log-entries }', '    eveDom: 0b6c3a4e-1111-2222-3333-444455556666.1.1\n'))).toEqual({
+      type: 'log-marks',
+      params: { source: 'log-entries', path: '/persist/newlog/collect/app.0b6c3a4e-1111-2222-3333-444455556666.log*', withinPeriods: 2 },
+    });
+  });
+
+  test.each<[string, string, string[]]>([
+    ['log-entries without a path', '{ source: log-entries }', [
+      'monitor.yaml:8: apps[0].scenarios[0].probe.params.path: is required with source "log-entries" (a file of LogEntry JSON lines; a * in the file name takes the newest match), unless the app has an eveDom',
+    ]],
+    ['an unknown source', '{ source: syslog }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.source: must be one of "console", "log-entries" (got "syslog")']],
+    ['a bad pattern', '{ pattern: "(" }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.pattern: not a valid regular expression: Invalid regular expression: /(/: Unterminated group']],
+    ['withinPeriods 0', '{ withinPeriods: 0 }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.withinPeriods: must be > 0 (got 0)']],
+    ['a negative grace', '{ graceSeconds: -1 }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.graceSeconds: must be >= 0 (got -1)']],
+    ['a small read bound', '{ maxReadBytes: 100 }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.maxReadBytes: must be >= 1024 (got 100)']],
+    ['lines longer than a read', '{ maxReadBytes: 2048, maxLineBytes: 4096 }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.maxLineBytes: must not exceed maxReadBytes (2048) (got 4096)']],
+    ['a source pattern for the console', '{ sourcePattern: "^vm" }', ['monitor.yaml:8: apps[0].scenarios[0].probe.params.sourcePattern: only read with source "log-entries" (console lines have no source)']],
+    ['a bad source pattern', '{ source: log-entries, path: /x, sourcePattern: "[" }', [
+      'monitor.yaml:8: apps[0].scenarios[0].probe.params.sourcePattern: not a valid regular expression: Invalid regular expression: /[/: Unterminated character class',
+    ]],
+    ['a glob in a directory', '{ source: log-entries, path: "/persist/*/app.log" }', [
+      'monitor.yaml:8: apps[0].scenarios[0].probe.params.path: a glob (* or ?) only in the file name, not in a directory (got "/persist/*/app.log")',
+    ]],
+    ['a param of another probe', '{ maxAgeSeconds: 5 }', [
+      'monitor.yaml:8: apps[0].scenarios[0].probe.params.maxAgeSeconds: unknown field (expected one of: source, path, pattern, sourcePattern, withinPeriods, graceSeconds, maxReadBytes, maxLineBytes)',
+    ]],
+  ])('%s', (_name, params, expected) => {
+    expect(problems(app(params))).toEqual(expected);
+  });
+
+  test('an eveDom that does not start with an app UUID gives no default path', () => {
+    expect(problems(app('{ source: log-entries }', '    eveDom: my-vm\n'))).toEqual([
+      'monitor.yaml:9: apps[0].scenarios[0].probe.params.path: is required with source "log-entries": eveDom "my-vm" does not start with an app UUID, so newlogd\'s file name is not known',
+    ]);
   });
 });
