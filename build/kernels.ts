@@ -10,7 +10,7 @@
  * that version is used from /boot and /lib/modules directly, with no download.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { access, constants, mkdir, mkdtemp, open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { repoRoot } from '../util/repo-root.js';
@@ -23,7 +23,10 @@ export interface GuestKernel {
   vmlinuz: string;
   /** Its modules: `.../lib/modules/<release>` (modules.dep inside). */
   modulesDir: string;
-  /** Its System.map, when the package ships one (Debian's do, in /boot). */
+  /**
+   * Its System.map, when the package ships a real one. Debian's /boot/System.map-* is an 83-byte
+   * placeholder (the real one is in linux-image-*-dbg): not given.
+   */
   systemMap?: string;
   /** Where it came from: `host /boot` or `debian linux-image-6.12.95+deb12-amd64=6.12.95-1~bpo12+1`. */
   source: string;
@@ -174,7 +177,7 @@ async function hostKernelFiles(bootDir: string, modulesRoot: string, release: st
     release,
     vmlinuz,
     modulesDir: join(modulesRoot, release),
-    ...(existsSync(systemMap) ? { systemMap } : {}),
+    ...(existsSync(systemMap) && statSync(systemMap).size > 4096 ? { systemMap } : {}),
   };
 }
 

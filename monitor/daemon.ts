@@ -6,6 +6,7 @@ import {
   ConsoleCaptureCollector,
   HmpRegistersCollector,
   ErstLogCollector,
+  GdbStacksCollector,
   HostStateCollector,
   QmpStateCollector,
   runDiagnostics,
@@ -29,7 +30,7 @@ import { linkConnector } from './diagnostics/common.js';
 export const SPOOL_MAINTAIN_MS = 10 * 60 * 1000;
 
 /** Collector kinds a config may name (config validation uses this list). */
-export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state', 'erst-log'] as const;
+export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state', 'erst-log', 'gdb-stacks'] as const;
 
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
@@ -60,6 +61,8 @@ export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector):
       return new HostStateCollector(defined({ sampleMs: num(p['sampleMs']), qmpConnector }));
     case 'erst-log':
       return new ErstLogCollector(defined({ maxFileBytes: num(p['maxFileBytes']) }));
+    case 'gdb-stacks':
+      return new GdbStacksCollector(defined({ maxCpus: num(p['maxCpus']), stackBytes: num(p['stackBytes']), maxFrames: num(p['maxFrames']), qmpConnector }));
     default:
       throw new TypeError(`unknown collector type ${JSON.stringify(c.type)} (known: ${COLLECTOR_KINDS.join(', ')})`);
   }

@@ -13,6 +13,7 @@ export { SysrqCollector, DEFAULT_SYSRQ_KEYS, type SysrqCollectorOptions, type Sy
 export { QmpStateCollector, DEFAULT_QMP_STATE_COMMANDS, type QmpStateOptions } from './qmp-state.js';
 export { HmpRegistersCollector, type HmpRegistersOptions } from './hmp-registers.js';
 export { ErstLogCollector, ERST_LOG_MAX_FILE_BYTES, type ErstLogOptions } from './erst-log.js';
+export { GdbStacksCollector, type GdbStacksOptions, type GdbStacksReport } from './gdb-stacks.js';
 export {
   HostStateCollector,
   parseLoadavg,
