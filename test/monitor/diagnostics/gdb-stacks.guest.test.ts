@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -6,10 +6,11 @@ import { guestKernel, type GuestKernelName } from '../../../build/kernels.js';
 import { GdbClient, GdbReplyError } from '../../../host-reader/gdb/client.js';
 import { QmpClient } from '../../../host-reader/qmp/index.js';
 import { findKaslrOffset } from '../../../host-reader/symbols/kaslr.js';
-import { loadSystemMap, SymbolTable } from '../../../host-reader/symbols/system-map.js';
+import { loadSystemMap } from '../../../host-reader/symbols/system-map.js';
 import { GdbStacksCollector, type GdbStacksReport } from '../../../monitor/diagnostics/gdb-stacks.js';
 import type { AppTarget, CollectorResult } from '../../../monitor/types.js';
 import { launchGuest, stopAllGuests, type Guest } from '../../helpers/guest.js';
+import { kallsymsDiskArgs, makeKallsymsDisk, systemMapFromGuest } from '../../helpers/system-map.js';
 
 /**
  * GdbStacksCollector on a real guest (Debian's 6.1 and 6.12 kernels in QEMU 7.2 TCG, 2 vCPUs, the
@@ -25,7 +26,6 @@ import { launchGuest, stopAllGuests, type Guest } from '../../helpers/guest.js';
  * the guest's.
  */
 
-const LINK_TEXT = 0xffffffff81000000n;
 // 6.1 under TCG (an AMD-like qemu64 CPU): native_safe_halt+0xb/0x10 (after its hlt), called from amd_e400_idle.
 const IDLE = /^(amd_e400_idle|pv_native_safe_halt|native_safe_halt|arch_safe_halt|default_idle|default_idle_call|cpu_idle_poll|acpi_safe_halt|acpi_idle_\w+|do_idle|cpuidle_enter_state|poll_idle)\+/;
 
@@ -79,7 +79,7 @@ describe.each(KERNELS)('gdb-stacks on a real guest (%s, TCG)', (kernelName) => {
   test('idle, paused, hard lockup with interrupts off, panic', async () => {
     const kernel = await guestKernel(kernelName);
     const disk = join(work, `${kernelName}-kallsyms.img`);
-    await writeFile(disk, Buffer.alloc(16 * 1024 * 1024));
+    await makeKallsymsDisk(disk);
     const sock = join(work, `${kernelName}-gdb.sock`);
     const t0 = Date.now();
     const guest = await launchGuest({
@@ -87,33 +87,15 @@ describe.each(KERNELS)('gdb-stacks on a real guest (%s, TCG)', (kernelName) => {
       cpus: 2,
       memoryMiB: 256,
       modules: ['virtio_blk', 'virtio_pci'],
-      extraArgs: [...gdbArgs(sock), '-drive', `file=${disk},format=raw,if=none,id=ks`, '-device', 'virtio-blk-pci,drive=ks'],
+      extraArgs: [...gdbArgs(sock), ...kallsymsDiskArgs(disk)],
       bootTimeoutMs: 180_000,
     });
     try {
       console.log(`[gdb-stacks ${kernelName}] booted in ${Date.now() - t0} ms`);
-      // The text symbols (and linux_banner, _end) of the running kernel, onto the disk.
-      await guest.run(
-        `echo 0 > /proc/sys/kernel/kptr_restrict; echo 1 > /proc/sys/kernel/unknown_nmi_panic; awk 'NF == 3 && ($2 ~ /^[TtWw]$/ || $3 == "linux_banner" || $3 == "_end")' /proc/kallsyms > /dev/vda; sync; echo done`,
-        90_000,
-      );
-      const raw = await readFile(disk, 'latin1');
-      const dump = raw.slice(0, raw.indexOf('\0'));
-      const runtime = SymbolTable.parse(dump);
-      const text = runtime.address('_text') as bigint;
-      const offset = text - LINK_TEXT;
-      console.log(`[gdb-stacks ${kernelName}] kallsyms: ${runtime.stats.textSymbols} text symbols, _text at 0x${text.toString(16)}: KASLR offset 0x${offset.toString(16)}`);
+      await guest.run('echo 1 > /proc/sys/kernel/unknown_nmi_panic');
+      const { runtime, offset, systemMap } = await systemMapFromGuest(guest, disk, join(work, `${kernelName}-System.map`));
+      console.log(`[gdb-stacks ${kernelName}] kallsyms: ${runtime.stats.textSymbols} text symbols: KASLR offset 0x${offset.toString(16)}`);
       expect(offset % 0x200000n).toBe(0n);
-      // Back to link-time addresses: a System.map.
-      const systemMap = join(work, `${kernelName}-System.map`);
-      await writeFile(
-        systemMap,
-        dump
-          .split('\n')
-          .filter((l) => l !== '')
-          .map((l) => `${(BigInt(`0x${l.slice(0, 16)}`) - offset).toString(16).padStart(16, '0')}${l.slice(16)}`)
-          .join('\n'),
-      );
       systemMaps.set(kernelName, systemMap);
       const target: AppTarget = { name: 'g', gdb: sock, qmp: guest.qmpPath, systemMap };
       const collector = new GdbStacksCollector();
@@ -201,8 +183,11 @@ describe.each(KERNELS)('gdb-stacks on a real guest (%s, TCG)', (kernelName) => {
       await guest.stop();
     }
   });
+});
 
-  test.runIf(kernelName === 'debian-6.1')('nokaslr: the offset found is 0', async () => {
+describe('gdb-stacks on a guest booted with nokaslr (debian-6.1)', () => {
+  const kernelName: GuestKernelName = 'debian-6.1';
+  test('the offset found is 0', async () => {
     const systemMap = systemMaps.get(kernelName) as string;
     expect(systemMap, 'the first test made the System.map').toBeDefined();
     const kernel = await guestKernel(kernelName);
