@@ -38,7 +38,20 @@ export type Verdict = (typeof VERDICTS)[number];
 export const STEP_STATUSES = ['done', 'timeout', 'aborted', 'error', 'skipped'] as const;
 export type StepStatus = (typeof STEP_STATUSES)[number];
 
-export const MEDIA_TYPES = ['text/plain', 'application/json', 'application/octet-stream'] as const;
+/**
+ * `image/png`: the screendump collector's screen. `application/vnd.eve-diag.kdump`: a guest memory dump
+ * (QEMU dump-guest-memory kdump-zlib; QEMU 7.2 writes makedumpfile's flattened form, `makedumpfile -R`
+ * reassembles it);
+ * `application/vnd.eve-diag.elf-core`: the same as an ELF core file.
+ */
+export const MEDIA_TYPES = [
+  'text/plain',
+  'application/json',
+  'application/octet-stream',
+  'image/png',
+  'application/vnd.eve-diag.kdump',
+  'application/vnd.eve-diag.elf-core',
+] as const;
 export type MediaType = (typeof MEDIA_TYPES)[number];
 
 /** Whether `name` may be a bundle id or a file name in a bundle. */
@@ -60,6 +73,23 @@ export interface ManifestArtifact {
   truncated: boolean;
 }
 
+/**
+ * A file kept in the bundle directory on the node but not part of the bundle as shipped: a guest memory
+ * dump (hundreds of MiB). The spool counts it against its quota; the shipper does not upload it (the
+ * controller never asks for it); `bytes` and `sha256` (computed streaming) let whoever fetches it by hand
+ * check it. Listed apart from `artifacts`, so a reader that knows only those is not misled.
+ */
+export interface ManifestExternal {
+  name: string;
+  /** The file in the bundle directory (the step's index, a dash, the name). */
+  file: string;
+  mediaType: MediaType;
+  bytes: number;
+  sha256: string;
+  /** Always false today: no external file is ever uploaded by the shipper. */
+  uploaded: false;
+}
+
 export interface ManifestOmission {
   name: string;
   bytes: number;
@@ -77,6 +107,8 @@ export interface ManifestStep {
   artifacts: ManifestArtifact[];
   /** Artifacts left out because the bundle's total size cap was reached. */
   omitted: ManifestOmission[];
+  /** Files kept beside the manifest but not shipped (a memory dump); absent when there are none. */
+  external?: ManifestExternal[];
 }
 
 export interface TimelineEntry {
@@ -95,7 +127,7 @@ export interface ReportManifest {
   /** Heartbeat samples around the failure, oldest first (as the caller gave them, bounded). */
   timeline: TimelineEntry[];
   steps: ManifestStep[];
-  /** Sum of the artifact files' sizes (the manifest not included). */
+  /** Sum of the artifact files' sizes (the manifest and the external files not included). */
   totalBytes: number;
   /** Something was cut or left out to respect the bundle's limits (timeline, evidence, artifacts). */
   truncated: boolean;
@@ -156,6 +188,12 @@ export const REPORT_MANIFEST_SCHEMA = {
         durationMs: { type: ['number', 'null'], minimum: 0 },
         artifacts: { type: 'array', maxItems: MAX_ARTIFACTS_PER_STEP, items: { $ref: '#/$defs/artifact' } },
         omitted: { type: 'array', maxItems: MAX_ARTIFACTS_PER_STEP, items: { $ref: '#/$defs/omission' } },
+        external: {
+          type: 'array',
+          maxItems: MAX_ARTIFACTS_PER_STEP,
+          description: 'Files kept in the bundle directory on the node, not shipped with the bundle (a guest memory dump).',
+          items: { $ref: '#/$defs/external' },
+        },
       },
     },
     artifact: {
@@ -169,6 +207,19 @@ export const REPORT_MANIFEST_SCHEMA = {
         bytes: { type: 'integer', minimum: 0 },
         sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
         truncated: { type: 'boolean' },
+      },
+    },
+    external: {
+      type: 'object',
+      required: ['name', 'file', 'mediaType', 'bytes', 'sha256', 'uploaded'],
+      additionalProperties: false,
+      properties: {
+        name,
+        file: { ...name, not: { const: MANIFEST_FILE } },
+        mediaType: { enum: [...MEDIA_TYPES] },
+        bytes: { type: 'integer', minimum: 0 },
+        sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+        uploaded: { const: false },
       },
     },
     omission: {
@@ -223,7 +274,7 @@ export function manifestProblems(value: unknown): string[] {
   const files = new Set<string>();
   manifest.steps.forEach((step, i) => {
     if (step.index !== i) problems.push(`/steps/${i}/index: must be ${i}`);
-    for (const a of step.artifacts) {
+    for (const a of [...step.artifacts, ...(step.external ?? [])]) {
       if (files.has(a.file)) problems.push(`/steps/${i}: file ${JSON.stringify(a.file)} appears twice`);
       files.add(a.file);
     }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { constants as fsConstants, createReadStream } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sanitizeLine, sanitizeText } from '../../host-reader/console/sanitize.js';
 import type { StepResult } from '../diagnostics/runner.js';
@@ -17,6 +18,7 @@ import {
   VERDICTS,
   type JsonValue,
   type ManifestArtifact,
+  type ManifestExternal,
   type ManifestOmission,
   type ReportManifest,
   type TimelineEntry,
@@ -47,6 +49,31 @@ export class ManifestError extends ReportError {
   ) {
     super(`invalid report manifest ${path}: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (+${problems.length - 5} more)` : ''}`);
   }
+}
+
+/**
+ * A file a collector left on disk instead of holding it in memory (a guest memory dump): the bundle
+ * writer moves it into the bundle directory (a rename on the same filesystem, else a copy then unlink),
+ * hashes it streaming, and lists it under the step's `external` (kept on the node, not shipped).
+ * Whatever happens, the file at `path` is gone once writeBundle returns or throws: it is the bundle's now.
+ */
+export interface ExternalFile {
+  /** Absolute path of the file to take in. */
+  path: string;
+}
+
+/** An artifact whose content is a file on disk (`data` is ignored, `''` by convention). */
+export type ExternalArtifact = Artifact & { external: ExternalFile };
+
+/** Whether a collector's artifact is a file on disk rather than bytes in memory. */
+export function isExternalArtifact(a: Artifact): a is ExternalArtifact {
+  const e = (a as Partial<ExternalArtifact>).external;
+  return typeof e === 'object' && e !== null && typeof e.path === 'string';
+}
+
+/** An artifact for a file on disk (see ExternalFile). */
+export function externalArtifact(name: string, mediaType: Artifact['mediaType'], path: string): ExternalArtifact {
+  return { name, mediaType, data: '', external: { path } };
 }
 
 /** One heartbeat sample (or any sample) of the timeline: `at` plus JSON fields. */
@@ -82,6 +109,11 @@ export interface WriteBundleOptions {
   maxTimelineSamples?: number;
   /** Evidence larger than this (as JSON) is replaced by a note. Default 64 KiB. */
   maxEvidenceBytes?: number;
+  /**
+   * External files (ExternalFile) larger than this, together, are not taken in: the file is deleted and
+   * listed as omitted. Default: no limit (the Spool passes what its quota leaves).
+   */
+  maxExternalBytes?: number;
   /** Bundle id (default: UTC time, app name, random suffix). */
   id?: string;
   io?: BundleIo;
@@ -105,15 +137,31 @@ const MAX_JSON_KEYS = 256;
  * manifest. Text artifacts and every string of the manifest are sanitized; artifact names must be safe
  * file names (`SAFE_NAME_PATTERN`) and unique per step, and are stored as `NN-NAME` (NN: the step index).
  * When the artifacts do not fit in `maxTotalBytes`, text is cut and the rest is listed as omitted.
+ * External artifacts (a memory dump on disk, see ExternalFile) are outside `maxTotalBytes` and
+ * `totalBytes`: moved in and listed under the step's `external`, within `maxExternalBytes`; in every
+ * case their source file is gone when this returns or throws.
  * Throws a `RangeError`/`TypeError` for bad input before touching the disk, and a `ReportError` (its
  * `cause`: the errno error) when writing fails, after removing the temporary directory.
  */
 export async function writeBundle(spool: string, input: ReportInput, options: WriteBundleOptions = {}): Promise<WrittenBundle> {
+  const externals = (Array.isArray(input?.steps) ? input.steps : []).flatMap((s) =>
+    (Array.isArray(s?.artifacts) ? (s.artifacts as readonly Artifact[]) : []).filter(isExternalArtifact).map((a) => a.external.path),
+  );
+  try {
+    return await writeBundleNow(spool, input, options);
+  } finally {
+    // Taken into the bundle (moved) or refused: either way the collector's file must not stay behind.
+    await Promise.all(externals.map((p) => unlink(p).catch(() => undefined)));
+  }
+}
+
+async function writeBundleNow(spool: string, input: ReportInput, options: WriteBundleOptions): Promise<WrittenBundle> {
   if (typeof spool !== 'string' || spool.length === 0) throw new TypeError(`spool must be a non-empty path, got ${JSON.stringify(spool)}`);
   const maxTotalBytes = options.maxTotalBytes ?? DEFAULT_MAX_BUNDLE_BYTES;
   const maxTimeline = options.maxTimelineSamples ?? 1000;
   const maxEvidenceBytes = options.maxEvidenceBytes ?? 64 * 1024;
-  for (const [k, v] of Object.entries({ maxTotalBytes, maxTimelineSamples: maxTimeline, maxEvidenceBytes })) {
+  const maxExternalBytes = options.maxExternalBytes ?? Number.MAX_SAFE_INTEGER;
+  for (const [k, v] of Object.entries({ maxTotalBytes, maxTimelineSamples: maxTimeline, maxEvidenceBytes, maxExternalBytes })) {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${k} must be an integer >= 0, got ${String(v)}`);
   }
   if (maxTimeline > MAX_TIMELINE_SAMPLES) throw new RangeError(`maxTimelineSamples must be <= ${MAX_TIMELINE_SAMPLES}`);
@@ -141,7 +189,11 @@ export async function writeBundle(spool: string, input: ReportInput, options: Wr
       seen.add(a.name);
       const file = `${String(index).padStart(width, '0')}-${a.name}`;
       if (!isSafeName(file) || file === MANIFEST_FILE) throw new RangeError(`step ${index}: artifact name ${JSON.stringify(a.name)} is too long`);
-      return { artifact: a, file, data: artifactContent(a) };
+      if (isExternalArtifact(a)) {
+        if (!a.external.path.startsWith('/')) throw new RangeError(`step ${index} (${step.kind}): external file ${JSON.stringify(a.external.path)} must be an absolute path`);
+        return { artifact: a, file, data: Buffer.alloc(0), external: a.external };
+      }
+      return { artifact: a, file, data: artifactContent(a), external: undefined };
     });
   });
 
@@ -181,11 +233,49 @@ export async function writeBundle(spool: string, input: ReportInput, options: Wr
   const stepReserve = input.steps.length * (MAX_SUMMARY_CHARS * 3 + 256);
   let budget = maxTotalBytes - Buffer.byteLength(JSON.stringify(manifest, null, 2), 'utf8') - stepReserve - artifactCount * entryReserve;
 
+  const io = options.io ?? { writeFile: writeFileSynced };
+  const tmp = join(spool, `.tmp-${id}`);
+  const dir = join(spool, id);
+  try {
+    await mkdir(spool, { recursive: true, mode: 0o700 });
+    if (await exists(dir)) throw new ReportError(`a bundle ${id} already exists in ${spool}`);
+    await mkdir(tmp, { mode: 0o700 });
+  } catch (cause) {
+    if (cause instanceof ReportError) throw cause;
+    throw new ReportError(`cannot create the bundle directory in ${spool}: ${(cause as Error).message}`, { cause });
+  }
+
+  // External files first: they move into the temporary directory and are hashed there.
+  const taken = new Map<string, { bytes: number; sha256: string } | { omitted: string; bytes: number }>();
+  let externalLeft = maxExternalBytes;
+  try {
+    for (const p of planned.flat()) {
+      if (p.external === undefined) continue;
+      const took = await takeExternal(p.external.path, join(tmp, p.file), externalLeft);
+      if ('sha256' in took) externalLeft -= took.bytes;
+      taken.set(p.file, took);
+    }
+  } catch (cause) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw new ReportError(`cannot write bundle ${id} in ${spool}: ${(cause as Error).message}`, { cause });
+  }
+
   const files: { file: string; data: Buffer }[] = [];
   input.steps.forEach((step, index) => {
     const artifacts: ManifestArtifact[] = [];
     const omitted: ManifestOmission[] = [];
+    const external: ManifestExternal[] = [];
     for (const p of planned[index] ?? []) {
+      if (p.external !== undefined) {
+        const took = taken.get(p.file);
+        if (took === undefined || 'omitted' in took) {
+          omitted.push({ name: p.artifact.name, bytes: took?.bytes ?? 0, reason: took?.omitted ?? 'not taken in' });
+          manifest.truncated = true;
+        } else {
+          external.push({ name: p.artifact.name, file: p.file, mediaType: p.artifact.mediaType, bytes: took.bytes, sha256: took.sha256, uploaded: false });
+        }
+        continue;
+      }
       let data = p.data;
       let cut = p.artifact.truncated === true;
       if (data.length > budget) {
@@ -222,23 +312,16 @@ export async function writeBundle(spool: string, input: ReportInput, options: Wr
       durationMs: typeof step.durationMs === 'number' && Number.isFinite(step.durationMs) && step.durationMs >= 0 ? Math.round(step.durationMs) : null,
       artifacts,
       omitted,
+      ...(external.length > 0 ? { external } : {}),
     });
   });
   const problems = manifestProblems(manifest);
-  if (problems.length > 0) throw new ManifestError(`${id}/${MANIFEST_FILE}`, problems); // a bug here, not bad input
+  if (problems.length > 0) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw new ManifestError(`${id}/${MANIFEST_FILE}`, problems); // a bug here, not bad input
+  }
   files.push({ file: MANIFEST_FILE, data: Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8') });
 
-  const io = options.io ?? { writeFile: writeFileSynced };
-  const tmp = join(spool, `.tmp-${id}`);
-  const dir = join(spool, id);
-  try {
-    await mkdir(spool, { recursive: true, mode: 0o700 });
-    if (await exists(dir)) throw new ReportError(`a bundle ${id} already exists in ${spool}`);
-    await mkdir(tmp, { mode: 0o700 });
-  } catch (cause) {
-    if (cause instanceof ReportError) throw cause;
-    throw new ReportError(`cannot create the bundle directory in ${spool}: ${(cause as Error).message}`, { cause });
-  }
   try {
     for (const f of files) await io.writeFile(join(tmp, f.file), f.data);
     await syncDir(tmp);
@@ -272,14 +355,15 @@ export async function listSpool(spool: string): Promise<SpoolEntry[]> {
 }
 
 /**
- * Removes temporary directories (`.tmp-*`) older than `olderThanMs` that a crashed writer left in `spool`.
- * Returns how many were removed.
+ * Removes temporary directories (`.tmp-*`) older than `olderThanMs` that a crashed writer left in `spool`,
+ * and `.tmp-*` files (a memory dump a collector wrote there and nobody took in). Returns how many were
+ * removed.
  */
 export async function cleanSpool(spool: string, olderThanMs = 60 * 60 * 1000): Promise<number> {
   const entries = await readdir(spool, { withFileTypes: true }).catch(() => []);
   let removed = 0;
   for (const e of entries) {
-    if (!e.isDirectory() || !e.name.startsWith('.tmp-')) continue;
+    if (!(e.isDirectory() || e.isFile()) || !e.name.startsWith('.tmp-')) continue;
     const path = join(spool, e.name);
     const st = await stat(path).catch(() => undefined);
     if (st !== undefined && Date.now() - st.mtimeMs >= olderThanMs) {
@@ -291,7 +375,7 @@ export async function cleanSpool(spool: string, olderThanMs = 60 * 60 * 1000): P
 }
 
 export interface ReadManifestOptions {
-  /** Check that every artifact file exists with the size and SHA-256 the manifest says. Default true. */
+  /** Check that every artifact file (external ones too, read streaming) has the size and SHA-256 the manifest says. Default true. */
   verifyFiles?: boolean;
 }
 
@@ -327,6 +411,12 @@ export async function readManifest(dir: string, options: ReadManifestOptions = {
         else if (data.length !== a.bytes) problems.push(`/steps/${step.index}: file ${a.file} has ${data.length} bytes, not ${a.bytes}`);
         else if (createHash('sha256').update(data).digest('hex') !== a.sha256) problems.push(`/steps/${step.index}: file ${a.file} does not match its sha256`);
       }
+      for (const e of step.external ?? []) {
+        const got = await hashFile(join(dir, e.file)).catch(() => undefined);
+        if (got === undefined) problems.push(`/steps/${step.index}: external file ${e.file} is missing`);
+        else if (got.bytes !== e.bytes) problems.push(`/steps/${step.index}: external file ${e.file} has ${got.bytes} bytes, not ${e.bytes}`);
+        else if (got.sha256 !== e.sha256) problems.push(`/steps/${step.index}: external file ${e.file} does not match its sha256`);
+      }
     }
     if (problems.length > 0) throw new ManifestError(path, problems);
   }
@@ -340,9 +430,12 @@ export function newBundleId(createdAt: Date, app: string): string {
   return `${stamp}-${slug}-${randomBytes(4).toString('hex')}`;
 }
 
+/** Media types stored as text (sanitized); every other one is binary, stored byte for byte. */
+const TEXT_MEDIA_TYPES: ReadonlySet<string> = new Set(['text/plain', 'application/json']);
+
 /** The bytes stored for an artifact: text sanitized (JSON text too: it stays valid JSON), binary as is. */
 function artifactContent(a: ReportStep['artifacts'][number]): Buffer {
-  if (a.mediaType === 'application/octet-stream') {
+  if (!TEXT_MEDIA_TYPES.has(a.mediaType)) {
     return typeof a.data === 'string' ? Buffer.from(a.data, 'utf8') : Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength);
   }
   if (typeof a.data !== 'string' && !(a.data instanceof Uint8Array)) throw new TypeError(`artifact ${a.name}: data must be a string or bytes`);
@@ -377,6 +470,42 @@ function toIso(at: unknown): string | undefined {
   else if (typeof at === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(at)) d = new Date(at);
   if (d === undefined || Number.isNaN(d.getTime())) return undefined;
   return d.toISOString();
+}
+
+/**
+ * Moves the external file `from` to `to` (rename; a copy then unlink across filesystems), fsynced, and
+ * hashes it streaming. Refuses (and deletes) what is not a regular file, or is larger than `room`.
+ */
+async function takeExternal(from: string, to: string, room: number): Promise<{ bytes: number; sha256: string } | { omitted: string; bytes: number }> {
+  const st = await lstat(from).catch(() => undefined);
+  if (st === undefined) return { omitted: 'the file the collector wrote is gone', bytes: 0 };
+  if (!st.isFile()) return { omitted: 'the collector\'s file is not a regular file', bytes: 0 };
+  if (st.size > room) return { omitted: `the spool has no room for it (${st.size} bytes, ${Math.max(0, room)} left)`, bytes: st.size };
+  try {
+    await rename(from, to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    await copyFile(from, to, fsConstants.COPYFILE_EXCL);
+    await unlink(from);
+  }
+  const handle = await open(to, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return hashFile(to);
+}
+
+/** SHA-256 and size of a file, read streaming. */
+export async function hashFile(path: string): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { bytes, sha256: hash.digest('hex') };
 }
 
 async function writeFileSynced(path: string, data: Uint8Array): Promise<void> {

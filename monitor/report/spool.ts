@@ -1,6 +1,6 @@
 import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanSpool, listSpool, writeBundle, type ReportInput, type WriteBundleOptions, type WrittenBundle } from './bundle.js';
+import { cleanSpool, isExternalArtifact, listSpool, writeBundle, type ReportInput, type WriteBundleOptions, type WrittenBundle } from './bundle.js';
 import { isSafeName } from '../../protocol/report-manifest.js';
 
 /**
@@ -12,7 +12,10 @@ import { isSafeName } from '../../protocol/report-manifest.js';
  *   if that is not enough, the oldest undelivered bundles go, and each of them is logged, counted in
  *   a metric and recorded in `<spool>/.dropped.jsonl` (so the shipper can tell the controller which
  *   reports it will never get). The newest report is kept: it describes the VM as it is now;
- * - `.tmp-*` directories a crashed writer left are removed at start and on every `maintain()`.
+ * - `.tmp-*` directories a crashed writer left are removed at start and on every `maintain()`;
+ * - external files (a memory dump, bundle.ts ExternalFile) count against the quota like any file of a
+ *   bundle, but they never push out an undelivered report: they get the room that delivered (or
+ *   refused) bundles free, within `maxExternalBytes`, or they are left out (deleted, listed as omitted).
  *
  * Nothing here follows a symlink placed in the spool: sizes come from lstat, and only real
  * directories with a safe name count as bundles.
@@ -55,6 +58,11 @@ export interface SpoolOptions {
   quotaBytes?: number;
   /** One bundle's cap (bundle.ts). Default 16 MiB. */
   maxBundleBytes?: number;
+  /**
+   * The external files of one bundle (memory dumps) together, at most. Default: what the quota leaves
+   * beside one bundle (quotaBytes - maxBundleBytes).
+   */
+  maxExternalBytes?: number;
   /** Age at which a `.tmp-*` directory is a crashed writer's. Default 10 minutes. */
   tmpMaxAgeMs?: number;
   events?: SpoolEvents;
@@ -66,6 +74,7 @@ export class Spool {
   readonly dir: string;
   readonly quotaBytes: number;
   readonly maxBundleBytes: number;
+  readonly maxExternalBytes: number;
   readonly #tmpMaxAgeMs: number;
   readonly #events: SpoolEvents;
   readonly #now: () => Date;
@@ -83,6 +92,10 @@ export class Spool {
       if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${k}: a positive integer (got ${v})`);
     }
     if (this.maxBundleBytes > this.quotaBytes) throw new RangeError(`maxBundleBytes (${this.maxBundleBytes}) must not exceed quotaBytes (${this.quotaBytes})`);
+    this.maxExternalBytes = o.maxExternalBytes ?? this.quotaBytes - this.maxBundleBytes;
+    if (!Number.isSafeInteger(this.maxExternalBytes) || this.maxExternalBytes < 0) {
+      throw new RangeError(`maxExternalBytes: an integer >= 0 (got ${this.maxExternalBytes})`);
+    }
   }
 
   /** Every complete bundle, oldest first, with its size and state. */
@@ -121,9 +134,17 @@ export class Spool {
   }
 
   /** Makes room for a bundle of at most maxBundleBytes, then writes it. */
-  async write(input: ReportInput, options: Omit<WriteBundleOptions, 'maxTotalBytes'> = {}): Promise<WrittenBundle> {
+  async write(input: ReportInput, options: Omit<WriteBundleOptions, 'maxTotalBytes' | 'maxExternalBytes'> = {}): Promise<WrittenBundle> {
     await this.#makeRoom(this.maxBundleBytes);
-    const b = await writeBundle(this.dir, input, { ...options, maxTotalBytes: this.maxBundleBytes });
+    let maxExternalBytes = 0;
+    const wanted = await externalBytes(input);
+    if (wanted > 0 && wanted <= this.maxExternalBytes) {
+      // Delivered bundles may go for a dump; undelivered reports may not.
+      await this.#makeRoom(this.maxBundleBytes + wanted, true);
+      const used = (await this.entries()).reduce((n, e) => n + e.bytes, 0);
+      maxExternalBytes = Math.max(0, Math.min(this.maxExternalBytes, this.quotaBytes - this.maxBundleBytes - used));
+    }
+    const b = await writeBundle(this.dir, input, { ...options, maxTotalBytes: this.maxBundleBytes, maxExternalBytes });
     // The quota may still be exceeded by what the new bundle really took (its directory entries).
     await this.#makeRoom(0);
     return b;
@@ -169,14 +190,14 @@ export class Spool {
     return out;
   }
 
-  async #makeRoom(incoming: number): Promise<void> {
+  async #makeRoom(incoming: number, onlyDone = false): Promise<void> {
     const all = await this.entries();
     let used = all.reduce((n, e) => n + e.bytes, 0);
     const limit = this.quotaBytes - incoming;
     if (used <= limit) return;
     // Delivered (or refused for good) first, oldest first; then undelivered, oldest first (all is oldest first).
     const done = (e: SpoolEntryInfo) => e.delivered || e.rejected;
-    const order = [...all.filter(done), ...all.filter((e) => !done(e))];
+    const order = [...all.filter(done), ...(onlyDone ? [] : all.filter((e) => !done(e)))];
     for (const e of order) {
       if (used <= limit) break;
       await rm(e.dir, { recursive: true, force: true });
@@ -196,6 +217,19 @@ export class Spool {
       await writeFile(file, `${lines.slice(Math.floor(lines.length / 2)).join('\n')}\n`, { mode: 0o600 });
     }
   }
+}
+
+/** What the external files of `input` take (files already gone count 0; bundle.ts reports them). */
+async function externalBytes(input: ReportInput): Promise<number> {
+  let n = 0;
+  for (const step of Array.isArray(input?.steps) ? input.steps : []) {
+    for (const a of Array.isArray(step?.artifacts) ? step.artifacts : []) {
+      if (!isExternalArtifact(a)) continue;
+      const st = await lstat(a.external.path).catch(() => undefined);
+      if (st?.isFile()) n += st.size;
+    }
+  }
+  return n;
 }
 
 async function isFile(path: string): Promise<boolean> {
