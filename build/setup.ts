@@ -41,6 +41,7 @@ export const PACKAGES = {
     'libguestfs-tools': 'guestfish and qemu-img for `bake image`',
     'postgresql-15': 'PostgreSQL 15, the controller’s shared store (a cluster per test run)',
     chromium: 'Chromium, the dashboard’s browser tests (driven by playwright-core)',
+    makedumpfile: 'reads guest memory dumps back (makedumpfile --dump-dmesg) in the memory-dump guest test',
   },
 } as const satisfies Record<string, Record<string, string>>;
 export type SetupTarget = keyof typeof PACKAGES;

@@ -12,6 +12,7 @@ export interface QemuArgsFlags {
   console?: string;
   consoleLog?: string;
   pvpanic?: boolean;
+  vmcoreinfo?: boolean;
   erst?: string;
   gdb?: string;
   agentPort?: string;
@@ -84,6 +85,7 @@ export async function qemuArgs(flags: QemuArgsFlags, out: (s: string) => void): 
     ...(qmp === undefined ? {} : { qmp: { path: qmp } }),
     ...(cons === undefined || consLog === undefined ? {} : { console: { path: cons, logfile: consLog } }),
     ...(flags.pvpanic === true ? { pvpanic: true } : {}),
+    ...(flags.vmcoreinfo === true ? { vmcoreinfo: true } : {}),
     ...(erst === undefined ? {} : { erst: { path: erst } }),
     ...(gdb === undefined ? {} : { gdb: { path: gdb } }),
     ...(agentPort === undefined ? {} : { agentPort: { path: agentPort } }),
@@ -131,6 +133,7 @@ export function register(parent: Command, out: (s: string) => void): void {
     .option('--console <path>', 'add an EVE-style console: a mux=on chardev socket wired to a serial port')
     .option('--console-log <file>', 'the console chardev logfile (appended to; required with --console)')
     .option('--pvpanic', 'add -device pvpanic (the guest needs its pvpanic-mmio module)')
+    .option('--vmcoreinfo', 'add -device vmcoreinfo: a memory dump (the memory-dump collector) then carries what makedumpfile and crash need (the guest needs its qemu_fw_cfg module)')
     .option('--erst <file>', 'add ACPI ERST backed by this file: it receives the panic log')
     .option('--gdb <path>', 'add a gdbstub on this unix socket (a connected gdb stops the VM)')
     .option('--agent-port <path>', `add a virtio-serial port ${AGENT_PORT_NAME} for the guest agent's PING/PONG responder, its host end on this unix socket (the agent-ping probe)`)

@@ -8,8 +8,11 @@ import {
   ErstLogCollector,
   GdbStacksCollector,
   HostStateCollector,
+  MemoryDumpCollector,
+  NmiCollector,
   QmpStateCollector,
   runDiagnostics,
+  ScreendumpCollector,
   SysrqCollector,
   type QmpConnector,
   type StepResult,
@@ -30,7 +33,7 @@ import { linkConnector } from './diagnostics/common.js';
 export const SPOOL_MAINTAIN_MS = 10 * 60 * 1000;
 
 /** Collector kinds a config may name (config validation uses this list). */
-export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state', 'erst-log', 'gdb-stacks'] as const;
+export const COLLECTOR_KINDS = ['console-capture', 'sysrq', 'qmp-state', 'hmp-registers', 'host-state', 'erst-log', 'gdb-stacks', 'nmi', 'memory-dump', 'screendump'] as const;
 
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
@@ -41,7 +44,7 @@ function defined<T extends object>(o: T): T {
 }
 
 /** A collector instance for one configured step. Throws TypeError for an unknown kind (a config bug). */
-export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector): Collector {
+export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector, ctx: { spoolDir?: string } = {}): Collector {
   const p = c.params;
   switch (c.type) {
     case 'console-capture':
@@ -50,7 +53,7 @@ export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector):
       const keys = str(p['keys']) ?? strs(p['keys']);
       const method = str(p['method']) as 'break' | 'send-key' | 'auto' | undefined;
       return new SysrqCollector(
-        defined({ keys, method, fallbackToSendKey: bool(p['fallbackToSendKey']), quietMs: num(p['quietMs']), chardevId: str(p['chardevId']), qmpConnector }),
+        defined({ keys, method, allowUnsafe: bool(p['allowUnsafe']), fallbackToSendKey: bool(p['fallbackToSendKey']), quietMs: num(p['quietMs']), chardevId: str(p['chardevId']), qmpConnector }),
       );
     }
     case 'qmp-state':
@@ -61,6 +64,14 @@ export function createCollector(c: CollectorConfig, qmpConnector: QmpConnector):
       return new HostStateCollector(defined({ sampleMs: num(p['sampleMs']), qmpConnector }));
     case 'erst-log':
       return new ErstLogCollector(defined({ maxFileBytes: num(p['maxFileBytes']) }));
+    case 'nmi':
+      return new NmiCollector(defined({ captureMs: num(p['captureMs']), quietMs: num(p['quietMs']), headerTimeoutMs: num(p['headerTimeoutMs']), qmpConnector }));
+    case 'memory-dump':
+      return new MemoryDumpCollector(
+        defined({ dir: str(p['dir']) ?? ctx.spoolDir, maxRamBytes: num(p['maxRamBytes']), format: str(p['format']) as 'auto' | 'kdump-zlib' | 'elf' | undefined, qmpConnector }),
+      );
+    case 'screendump':
+      return new ScreendumpCollector(defined({ device: str(p['device']), head: num(p['head']), qmpConnector }));
     case 'gdb-stacks':
       return new GdbStacksCollector(defined({ maxCpus: num(p['maxCpus']), stackBytes: num(p['stackBytes']), maxFrames: num(p['maxFrames']), qmpConnector }));
     default:
@@ -81,7 +92,7 @@ export interface DiagnoseOptions {
 
 /** Run the app's diagnostic scenario once and write the report bundle into the spool. */
 export async function diagnoseApp(app: AppConfig, o: DiagnoseOptions): Promise<WrittenBundle> {
-  const steps = app.diagnostics.collectors.map((c) => ({ collector: createCollector(c, o.qmpConnector), timeoutMs: c.timeoutMs, maxBytes: c.maxBytes }));
+  const steps = app.diagnostics.collectors.map((c) => ({ collector: createCollector(c, o.qmpConnector, { spoolDir: o.spool.dir }), timeoutMs: c.timeoutMs, maxBytes: c.maxBytes }));
   const run = await runDiagnostics(app.target, steps, { ...(o.signal ? { signal: o.signal } : {}), ...(o.onStep ? { onStep: o.onStep } : {}) });
   return o.spool.write({
     app: app.name,

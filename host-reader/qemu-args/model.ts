@@ -16,6 +16,13 @@ export interface QemuArgsSpec {
   /** `-device pvpanic` (ISA). The guest needs its `pvpanic-mmio` module to report a panic (DESIGN fact 10). */
   pvpanic?: boolean | { id?: string };
   erst?: ErstSpec;
+  /**
+   * `-device vmcoreinfo`: a fw_cfg file where the guest kernel (its `qemu_fw_cfg` driver) writes its
+   * VMCOREINFO (kernel version, symbol addresses, struct offsets); QEMU puts it in a
+   * `dump-guest-memory` dump, so `makedumpfile` and `crash` can read the dump without the guest's vmlinux.
+   * Off unless asked: QEMU allows one vmcoreinfo device per VM, and a configuration may have one already.
+   */
+  vmcoreinfo?: boolean | { id?: string };
   gdb?: GdbSpec;
   agentPort?: AgentPortSpec;
 }
@@ -78,6 +85,7 @@ export const DEFAULT_IDS = {
   pvpanic: 'evediag-pvpanic',
   erstMemdev: 'erstnvram',
   erst: 'evediag-erst',
+  vmcoreinfo: 'evediag-vmcoreinfo',
   gdb: 'evediag-gdb',
   agentPort: 'evediag-agent',
   virtioSerial: 'evediag-vser',
@@ -229,6 +237,13 @@ export function planQemuArgs(spec: QemuArgsSpec): QemuPiece[] {
       { kind: 'object', qomType: 'memory-backend-file', id: memdev, props: [['mem-path', path], ['size', size], ['share', 'on']] },
       { kind: 'device', driver: 'acpi-erst', id, props: [['memdev', memdev]] },
     );
+  }
+
+  if (spec.vmcoreinfo !== undefined && spec.vmcoreinfo !== false) {
+    const o = spec.vmcoreinfo === true ? {} : optionalObject<{ id?: string }>('vmcoreinfo', spec.vmcoreinfo);
+    const id = checkId('vmcoreinfo.id', o?.id ?? DEFAULT_IDS.vmcoreinfo);
+    reg.id('device', 'vmcoreinfo.id', id);
+    pieces.push({ kind: 'device', driver: 'vmcoreinfo', id, props: [] });
   }
 
   const gdb = optionalObject<GdbSpec>('gdb', spec.gdb);

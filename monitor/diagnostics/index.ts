@@ -14,6 +14,9 @@ export { QmpStateCollector, DEFAULT_QMP_STATE_COMMANDS, type QmpStateOptions } f
 export { HmpRegistersCollector, type HmpRegistersOptions } from './hmp-registers.js';
 export { ErstLogCollector, ERST_LOG_MAX_FILE_BYTES, type ErstLogOptions } from './erst-log.js';
 export { GdbStacksCollector, type GdbStacksOptions, type GdbStacksReport } from './gdb-stacks.js';
+export { NmiCollector, describeNmiOutput, UNKNOWN_NMI_RE, type NmiCollectorOptions } from './nmi.js';
+export { MemoryDumpCollector, fixKdumpPhysBase, MEMORY_DUMP_FORMATS, DEFAULT_MAX_DUMP_RAM_BYTES, type MemoryDumpOptions, type MemoryDumpFormat, type PhysBaseFix } from './memory-dump.js';
+export { ScreendumpCollector, pngSize, PNG_SIGNATURE, type ScreendumpOptions } from './screendump.js';
 export {
   HostStateCollector,
   parseLoadavg,

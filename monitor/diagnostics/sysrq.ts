@@ -14,7 +14,13 @@ import { realClock, type Clock } from '../../util/clock.js';
 import type { AppTarget, Artifact, Collector, CollectorResult } from '../types.js';
 import { connectQmp, Deadline, describeError, failed, formatBytes, textArtifact, type QmpConnector, type QmpLease } from './common.js';
 
-/** The default keys (DESIGN fact 8): blocked tasks, all tasks, CPU backtraces, memory, timers. */
+/**
+ * The default keys (DESIGN fact 8): `w` blocked tasks, `t` all tasks, `l` a backtrace of every active CPU
+ * (sent by NMI: it reaches a CPU spinning with interrupts off), `m` memory, `q` timers. Not `z` (dump the
+ * ftrace buffer): it turns tracing off for good (tracing_off), prints nothing useful unless a tracer was
+ * running, and then prints the whole per-CPU ring buffer (MiBs, minutes on a 115200 baud serial console,
+ * with the console lock held); send it on purpose with `keys: 'z'` and `allowUnsafe`.
+ */
 export const DEFAULT_SYSRQ_KEYS = 'wtlmq';
 
 export interface SysrqCollectorOptions {

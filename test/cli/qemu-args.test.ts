@@ -44,17 +44,19 @@ describe('eve-diag qemu-args', () => {
 
   test('every option, every format', async () => {
     const args = ['qemu-args', '--table', table, '--qmp', '/run/q', '--console', '/run/c', '--console-log', '/run/c.log'];
-    const more = ['--pvpanic', '--erst', '/run/erst', '--gdb', '/run/g'];
+    const more = ['--pvpanic', '--vmcoreinfo', '--erst', '/run/erst', '--gdb', '/run/g'];
     const argv = await runCli(...args, ...more);
     expect(argv.code).toBe(0);
     expect(argv.out).toContain('-device pvpanic,id=evediag-pvpanic -object memory-backend-file,id=erstnvram,mem-path=/run/erst,size=0x10000,share=on');
     expect(argv.out).toContain('-gdb chardev:evediag-gdb');
+    expect(argv.out).toContain('-device vmcoreinfo,id=evediag-vmcoreinfo');
     const json = await runCli(...args, ...more, '--format', 'json');
-    expect(JSON.parse(json.out)).toHaveLength(20);
+    expect(JSON.parse(json.out)).toHaveLength(22);
     const ini = await runCli(...args, ...more, '--format', 'readconfig');
     expect(ini.out).toMatch(/^# eve-diag qemu-args: QEMU -readconfig fragment/);
     expect(ini.out).toContain(`#   -acpitable file=${table}\n#   -gdb chardev:evediag-gdb\n`);
     expect(ini.out).toContain('[device "evediag-serial"]\n  driver = "isa-serial"\n  chardev = "evediag-cons"');
+    expect(ini.out).toContain('[device "evediag-vmcoreinfo"]\n  driver = "vmcoreinfo"');
     const xml = await runCli(...args, '--format', 'libvirt');
     expect(xml.out).toContain('xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0"');
     expect(xml.out).toContain('<qemu:arg value="chardev:evediag-cons"/>');

@@ -34,6 +34,11 @@ describe('argv', () => {
     ]);
   });
 
+  test('vmcoreinfo: -device vmcoreinfo,id=...', () => {
+    expect(qemuArgv({ acpiTable: '/t.aml', vmcoreinfo: true })).toEqual(['-acpitable', 'file=/t.aml', '-device', 'vmcoreinfo,id=evediag-vmcoreinfo']);
+    expect(renderJson({ acpiTable: '/t.aml', vmcoreinfo: { id: 'vmci' } })).toBe('["-acpitable","file=/t.aml","-device","vmcoreinfo,id=vmci"]');
+  });
+
   test('golden: the table alone, and the -qmp shorthand', () => {
     expect(renderShell({ acpiTable: '/t.aml' })).toBe('-acpitable file=/t.aml');
     expect(qemuArgv({ acpiTable: '/t.aml', qmp: { path: '/run/q.sock', style: 'qmp', id: 'ignored-here' } })).toEqual([

@@ -53,3 +53,10 @@ describe('libvirt', () => {
     expect(comment).not.toContain('--');
   });
 });
+
+describe('libvirt: vmcoreinfo', () => {
+  test('two qemu:arg words', () => {
+    const xml = renderLibvirt({ acpiTable: '/t.aml', vmcoreinfo: true });
+    expect(xml).toContain('<qemu:arg value="-device"/>\n  <qemu:arg value="vmcoreinfo,id=evediag-vmcoreinfo"/>');
+  });
+});

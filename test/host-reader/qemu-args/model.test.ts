@@ -81,6 +81,17 @@ describe('planQemuArgs', () => {
     expect(errorOf({ acpiTable: TABLE, agentPort: { path: '/a' }, gdb: { path: '/g', id: 'evediag-agent' } }).field).toBe('agentPort.id');
   });
 
+  test('vmcoreinfo: one device, off unless asked, after ERST; its id is checked like the others', () => {
+    expect(planQemuArgs({ acpiTable: TABLE }).some((p) => p.kind === 'device' && p.driver === 'vmcoreinfo')).toBe(false);
+    expect(planQemuArgs({ acpiTable: TABLE, vmcoreinfo: false })).toHaveLength(1);
+    expect(planQemuArgs({ acpiTable: TABLE, vmcoreinfo: true }).slice(1)).toEqual([{ kind: 'device', driver: 'vmcoreinfo', id: DEFAULT_IDS.vmcoreinfo, props: [] }]);
+    const kinds = planQemuArgs({ acpiTable: TABLE, erst: { path: '/e' }, vmcoreinfo: { id: 'vmci' }, gdb: { path: '/g' } }).map((p) => (p.kind === 'device' ? p.driver : p.kind));
+    expect(kinds).toEqual(['acpitable', 'object', 'acpi-erst', 'vmcoreinfo', 'chardev-socket', 'gdb']);
+    expect(errorOf({ acpiTable: TABLE, vmcoreinfo: { id: '0x' } }).field).toBe('vmcoreinfo.id');
+    expect(errorOf({ acpiTable: TABLE, vmcoreinfo: 'yes' }).field).toBe('vmcoreinfo');
+    expect(errorOf({ acpiTable: TABLE, pvpanic: { id: 'd' }, vmcoreinfo: { id: 'd' } }).message).toMatch(/already used by pvpanic.id/);
+  });
+
   test('the same id in different namespaces is fine (a chardev and a device)', () => {
     expect(() => planQemuArgs({ acpiTable: TABLE, gdb: { path: '/g', id: 'x' }, pvpanic: { id: 'x' } })).not.toThrow();
   });

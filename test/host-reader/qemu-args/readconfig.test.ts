@@ -154,3 +154,11 @@ describe('readconfig', () => {
     expect(() => renderReadconfig({ acpiTable: '/' + 'a'.repeat(1100) })).toThrow(/^acpiTable: too long/);
   });
 });
+
+describe('readconfig: vmcoreinfo', () => {
+  test('a [device] section (QEMU 7.2 accepts -device in -readconfig)', () => {
+    const { text, argv } = renderReadconfig({ acpiTable: '/t.aml', vmcoreinfo: true });
+    expect(text).toContain('[device "evediag-vmcoreinfo"]\n  driver = "vmcoreinfo"\n');
+    expect(argv).toEqual(['-acpitable', 'file=/t.aml']);
+  });
+});
