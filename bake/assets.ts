@@ -59,6 +59,61 @@ export async function readInstallAssets(dir = installDir()): Promise<InstallAsse
   return Object.fromEntries(entries) as unknown as InstallAssets;
 }
 
+/**
+ * What the guest kernel does with an NMI (the host's `nmi` collector, QMP inject-nmi), set on request by
+ * `bake` in the sysctl drop-in. Unset: the kernel's default is left alone; `false` writes 0 explicitly.
+ */
+export interface NmiSysctls {
+  /** `kernel.unknown_nmi_panic`: an NMI no source claims (QMP inject-nmi is one) panics the guest. */
+  unknownNmiPanic?: boolean;
+  /** `kernel.panic_on_unrecovered_nmi`: panic on an uncorrected memory (parity/ECC) NMI. */
+  panicOnUnrecoveredNmi?: boolean;
+  /** `kernel.panic_on_io_nmi`: panic on an I/O channel check NMI. */
+  panicOnIoNmi?: boolean;
+  /** `kernel.nmi_watchdog`: the hard-lockup detector (perf NMIs: needs a vPMU, e.g. KVM with `-cpu host`). */
+  nmiWatchdog?: boolean;
+}
+
+/** The NMI sysctls the bake commands' `--nmi-panic` and `--nmi-watchdog` ask for; undefined for none. */
+export function nmiSysctlsOf(flags: { nmiPanic?: boolean; nmiWatchdog?: boolean }): NmiSysctls | undefined {
+  const o: NmiSysctls = {};
+  if (flags.nmiPanic === true) o.unknownNmiPanic = true;
+  if (flags.nmiWatchdog === true) o.nmiWatchdog = true;
+  return Object.keys(o).length === 0 ? undefined : o;
+}
+
+export const NMI_SYSCTL_KEYS: Readonly<Record<keyof NmiSysctls, string>> = {
+  unknownNmiPanic: 'kernel.unknown_nmi_panic',
+  panicOnUnrecoveredNmi: 'kernel.panic_on_unrecovered_nmi',
+  panicOnIoNmi: 'kernel.panic_on_io_nmi',
+  nmiWatchdog: 'kernel.nmi_watchdog',
+};
+
+/** The `[key, value]` pairs asked for, in NMI_SYSCTL_KEYS order. Throws a TypeError for a non-boolean. */
+export function nmiSysctlPairs(o: NmiSysctls | undefined): Array<[string, '0' | '1']> {
+  if (o === undefined) return [];
+  const out: Array<[string, '0' | '1']> = [];
+  for (const [field, key] of Object.entries(NMI_SYSCTL_KEYS) as Array<[keyof NmiSysctls, string]>) {
+    const v = o[field];
+    if (v === undefined) continue;
+    if (typeof v !== 'boolean') throw new TypeError(`nmiSysctls.${field} must be a boolean, got ${JSON.stringify(v)}`);
+    out.push([key, v ? '1' : '0']);
+  }
+  for (const k of Object.keys(o)) if (!(k in NMI_SYSCTL_KEYS)) throw new TypeError(`nmiSysctls: unknown setting ${JSON.stringify(k)}`);
+  return out;
+}
+
+/** The sysctl drop-in with the NMI settings asked for appended (unchanged when none is). */
+export function withNmiSysctls(dropIn: string, o: NmiSysctls | undefined): string {
+  const pairs = nmiSysctlPairs(o);
+  if (pairs.length === 0) return dropIn;
+  const lines = [
+    '# eve-diag: what this kernel does with an NMI from the host (eve-diag nmi collector, QMP inject-nmi).',
+    ...pairs.map(([k, v]) => `${k} = ${v}`),
+  ];
+  return `${dropIn}${dropIn === '' || dropIn.endsWith('\n') ? '' : '\n'}${lines.join('\n')}\n`;
+}
+
 /** Replaces the unit's one `ExecStart=` line. */
 export function setExecStart(unit: string, execStart: string): string {
   const lines = unit.split('\n');

@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { Document, isSeq } from 'yaml';
-import { INSTALL_PATHS, setCronJob, setExecStart, type InstallAssets } from './assets.js';
+import { INSTALL_PATHS, nmiSysctlPairs, setCronJob, setExecStart, withNmiSysctls, type InstallAssets, type NmiSysctls } from './assets.js';
 import { DEFAULT_AGENT_ZONE } from '../protocol/acpi-path.js';
 
 /**
@@ -34,6 +34,8 @@ export interface CloudInitOptions {
   encoding: BundleEncoding;
   /** The command line that produced this, for the header comment. */
   command?: string;
+  /** NMI sysctls to set (drop-in and `sysctl -w` now); none by default. */
+  nmiSysctls?: NmiSysctls;
 }
 
 export type BundleEncoding = 'text' | 'b64' | 'gz+b64';
@@ -79,7 +81,7 @@ function systemdArg(s: string): string {
 
 export function cloudInitUserData(o: CloudInitOptions): string {
   const files: WriteFile[] = [];
-  const runcmd: string[][] = [['sysctl', '-w', 'kernel.sysrq=1']];
+  const runcmd: string[][] = [['sysctl', '-w', 'kernel.sysrq=1'], ...nmiSysctlPairs(o.nmiSysctls).map(([k, v]) => ['sysctl', '-w', `${k}=${v}`])];
   const doc: Record<string, unknown> = {};
   if (o.mode === 'node') {
     if (o.bundle === undefined) throw new Error('node mode needs the agent bundle');
@@ -115,7 +117,7 @@ export function cloudInitUserData(o: CloudInitOptions): string {
     );
     runcmd.push(['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'eve-diag-heartbeat.service']);
   }
-  files.push(file(INSTALL_PATHS.sysctl, o.assets.sysctl));
+  files.push(file(INSTALL_PATHS.sysctl, withNmiSysctls(o.assets.sysctl, o.nmiSysctls)));
   doc.write_files = files;
   doc.runcmd = runcmd;
   const header = [

@@ -4,7 +4,7 @@ import { constants as fsConstants } from 'node:fs';
 import { access, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
-import { INSTALL_PATHS, setCronJob, setExecStart, type InstallAssets } from './assets.js';
+import { INSTALL_PATHS, setCronJob, setExecStart, withNmiSysctls, type InstallAssets, type NmiSysctls } from './assets.js';
 import { cronSchedule } from './cloud-init.js';
 import { DEFAULT_AGENT_ZONE } from '../protocol/acpi-path.js';
 import { findOnPath } from '../util/which.js';
@@ -188,6 +188,8 @@ export interface ImagePlanOptions {
   markPeriodS: number;
   nodePath: string;
   facts: ImageFacts;
+  /** NMI sysctls to add to the drop-in; none by default. */
+  nmiSysctls?: NmiSysctls;
 }
 
 const SYSV_START = ['2', '3', '4', '5'];
@@ -289,7 +291,7 @@ export function planImageInstall(o: ImagePlanOptions): ImagePlan {
     }
   }
 
-  file(P.sysctl, o.assets.sysctl);
+  file(P.sysctl, withNmiSysctls(o.assets.sysctl, o.nmiSysctls));
 
   const dirs: ImageOp[] = [];
   const seen = new Set<string>();
@@ -614,6 +616,8 @@ export interface BakeImageOptions {
   periodS: number;
   markPeriodS: number;
   nodePath: string;
+  /** NMI sysctls to set in the image; none by default. */
+  nmiSysctls?: NmiSysctls;
   /** Reads the bundle (node mode); called once the image has passed its checks. */
   readBundle?: () => Promise<string>;
   assets: InstallAssets;
@@ -715,7 +719,7 @@ export async function bakeImage(o: BakeImageOptions): Promise<BakeImageResult> {
     const initWhy = o.init !== undefined ? 'from --init' : (detected?.why ?? '');
     progress(`root filesystem ${root.device} (${root.type}), init ${init} (${initWhy})`);
 
-    const plan = planImageInstall({ mode: o.mode, init, assets: o.assets, bundle, periodS: o.periodS, markPeriodS: o.markPeriodS, nodePath: o.nodePath, facts: root.facts });
+    const plan = planImageInstall({ mode: o.mode, init, assets: o.assets, bundle, periodS: o.periodS, markPeriodS: o.markPeriodS, nodePath: o.nodePath, facts: root.facts, ...(o.nmiSysctls ? { nmiSysctls: o.nmiSysctls } : {}) });
     for (const w of plan.warnings) progress(`warning: ${w}`);
     const local = (i: number) => join(work, `op${i}`);
     await Promise.all(plan.ops.map((op, i) => (op.op === 'file' ? writeFile(local(i), op.content) : undefined)));

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { INSTALL_PATHS, readInstallAssets } from '../bake/assets.js';
+import { INSTALL_PATHS, nmiSysctlsOf, readInstallAssets } from '../bake/assets.js';
 import { repoRoot } from '../util/repo-root.js';
 import { BUNDLE_ENCODINGS, cloudInitUserData, cronSchedule, type BundleEncoding } from '../bake/cloud-init.js';
 import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../protocol/acpi-path.js';
@@ -19,6 +19,8 @@ export interface BakeCloudInitFlags {
   packages: boolean;
   encoding: string;
   bundle?: string;
+  nmiPanic?: boolean;
+  nmiWatchdog?: boolean;
 }
 
 /** A path that needs no quoting in a unit's ExecStart, a cron line or YAML: absolute, plain characters. */
@@ -78,12 +80,15 @@ export async function bakeCloudInit(flags: BakeCloudInitFlags, out: (s: string) 
       nodePath,
       installNode: flags.packages,
       encoding: flags.encoding as BundleEncoding,
+      ...(nmiSysctlsOf(flags) ? { nmiSysctls: nmiSysctlsOf(flags) } : {}),
       command: [
         'eve-diag bake cloud-init',
         ...(mode === 'sh' ? ['--sh'] : []),
         `--period ${periodS} --mark-period ${markPeriodS}`,
         ...(zone !== DEFAULT_AGENT_ZONE ? [`--zone '${zone}'`] : []),
         ...(agentPath !== undefined ? [`--agent-path ${agentPath}`] : []),
+        ...(flags.nmiPanic === true ? ['--nmi-panic'] : []),
+        ...(flags.nmiWatchdog === true ? ['--nmi-watchdog'] : []),
       ].join(' '),
     }).trimEnd(),
   );
@@ -104,6 +109,8 @@ export function register(bake: Command, out: (s: string) => void): void {
     .option('--no-packages', 'do not add "packages: [nodejs]" (the image already has Node >= 18)')
     .option('--encoding <enc>', `how the bundle is inlined: ${BUNDLE_ENCODINGS.join(', ')}`, 'gz+b64')
     .option('--bundle <file>', 'the agent bundle (default dist/eve-diag-agent.js, from npm run build:agent)')
+    .option('--nmi-panic', 'set kernel.unknown_nmi_panic=1: an NMI from the host (the nmi collector) panics the guest, with its backtraces (and a kdump where the guest has one)')
+    .option('--nmi-watchdog', 'set kernel.nmi_watchdog=1: the hard-lockup detector (needs a virtual PMU: KVM, not TCG)')
     .action(async (flags: BakeCloudInitFlags) => bakeCloudInit(flags, out));
 }
 

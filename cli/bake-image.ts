@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { readInstallAssets } from '../bake/assets.js';
+import { nmiSysctlsOf, readInstallAssets } from '../bake/assets.js';
 import { repoRoot } from '../util/repo-root.js';
 import { cronSchedule } from '../bake/cloud-init.js';
 import { BakeInputError, bakeImage, describePlan, IMAGE_FORMATS, INIT_SYSTEMS, type ImageFormat, type InitSystem } from '../bake/image.js';
@@ -17,6 +17,8 @@ export interface BakeImageFlags {
   init: string;
   node: string;
   bundle?: string;
+  nmiPanic?: boolean;
+  nmiWatchdog?: boolean;
 }
 
 function seconds(flag: string, v: string, min: number, max: number): number {
@@ -63,6 +65,7 @@ export function validateBakeImageFlags(flags: BakeImageFlags) {
     partition,
     init: flags.init === 'auto' ? undefined : (flags.init as InitSystem),
     nodePath: plainPath('--node', flags.node),
+    ...(nmiSysctlsOf(flags) ? { nmiSysctls: nmiSysctlsOf(flags) } : {}),
   };
 }
 
@@ -100,5 +103,7 @@ export function register(bake: Command, out: (s: string) => void, err: (s: strin
     .option('--init <init>', `the image's init: auto, ${INIT_SYSTEMS.join(', ')}`, 'auto')
     .option('--node <path>', 'Node binary the service runs (Node mode)', '/usr/bin/node')
     .option('--bundle <file>', 'the agent bundle (default dist/eve-diag-agent.js, from npm run build:agent)')
+    .option('--nmi-panic', 'set kernel.unknown_nmi_panic=1: an NMI from the host (the nmi collector) panics the guest, with its backtraces (and a kdump where the guest has one)')
+    .option('--nmi-watchdog', 'set kernel.nmi_watchdog=1: the hard-lockup detector (needs a virtual PMU: KVM, not TCG)')
     .action(async (flags: BakeImageFlags) => bakeImageCommand(flags, out, err));
 }

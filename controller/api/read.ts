@@ -87,6 +87,17 @@ export async function sendBundle(store: Store, r: ReportRow, reply: FastifyReply
   return reply.send(tar.pipe(gz));
 }
 
+/**
+ * How an artifact is served: text as text (never as something a browser would run), a PNG (the
+ * screendump) as an image, shown inline (nosniff, and the CSP forbids scripts anyway); memory dumps
+ * and other bytes as a download.
+ */
+export function servedAs(mediaType: string): { type: string; inline: boolean; kind: 'text' | 'image' | 'download' } {
+  if (mediaType === 'text/plain' || mediaType === 'application/json') return { type: `${mediaType}; charset=utf-8`, inline: true, kind: 'text' };
+  if (mediaType === 'image/png') return { type: 'image/png', inline: true, kind: 'image' };
+  return { type: 'application/octet-stream', inline: false, kind: 'download' };
+}
+
 export function registerRead(app: FastifyInstance, d: ReadDeps): void {
   const { store } = d;
   // The caller is checked in onRequest, before any body is read; handlers take it with whoOf.
@@ -123,9 +134,8 @@ export function registerRead(app: FastifyInstance, d: ReadDeps): void {
     const a = (await store.artifacts(r.key)).find((x) => x.file === file);
     const data = a === undefined ? undefined : await store.blob(a.sha256);
     if (a === undefined || data === undefined) throw new HttpError(404, `report ${key} has no file ${JSON.stringify(file)}`);
-    // Text is served as text, never as something a browser would run; the rest as a download.
-    const type = a.mediaType === 'application/octet-stream' ? 'application/octet-stream' : `${a.mediaType}; charset=utf-8`;
-    reply.header('content-type', type).header('content-disposition', `${a.mediaType === 'application/octet-stream' ? 'attachment' : 'inline'}; filename="${a.file}"`);
+    const served = servedAs(a.mediaType);
+    reply.header('content-type', served.type).header('content-disposition', `${served.inline ? 'inline' : 'attachment'}; filename="${a.file}"`);
     return reply.send(data);
   });
 

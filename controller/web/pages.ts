@@ -159,6 +159,17 @@ export function artifactPage(r: ReportRow, a: ArtifactRow, text: string, cut: bo
   );
 }
 
+/** An image artifact (the screendump's PNG), shown from the files API. */
+export function imagePage(r: ReportRow, a: ArtifactRow): string {
+  const src = `/api/v1/reports/${r.key}/files/${encodeURIComponent(a.file)}`;
+  return page(
+    `${a.name} · ${r.reportId}`,
+    html`<h1>${a.name} <span class="muted">${r.app} on ${r.node}, ${a.kind}</span></h1>
+<p><a href="/reports/${r.key}">Back to the report</a> · <a href="${src}" download>Raw</a> · ${a.bytes} bytes</p>
+<p><img class="screen" src="${src}" alt="${a.name}: the VM's screen"></p>`,
+  );
+}
+
 export function notFoundPage(what: string): string {
   return page('Not found', html`<h1>Not found</h1><p>${what}</p>`);
 }

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { repoRoot } from '../../util/repo-root.js';
 import { authenticate } from '../auth.js';
-import { filterOf, sendBundle, visibleReport } from '../api/read.js';
+import { filterOf, sendBundle, servedAs, visibleReport } from '../api/read.js';
 import { caller, HttpError, SESSION_COOKIE } from '../api/http.js';
 import type { RateLimiter } from '../limits.js';
 import type { ReportFilter, ReportRow, Store, TokenInfo } from '../store/store.js';
-import { artifactPage, fleetPage, loginPage, notFoundPage, reportPage, reportsPage } from './pages.js';
+import { artifactPage, fleetPage, imagePage, loginPage, notFoundPage, reportPage, reportsPage } from './pages.js';
 
 /**
  * The dashboard, served by the controller: an admin logs in with an admin token (kept in an HttpOnly,
@@ -130,7 +130,9 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
     const a = (await store.artifacts(r.key)).find((x) => x.file === file);
     const data = a === undefined ? undefined : await store.blob(a.sha256);
     if (a === undefined || data === undefined) return htmlReply(reply, notFoundPage(`report ${key} has no file ${file}`), 404);
-    if (a.mediaType === 'application/octet-stream') return reply.redirect(`/api/v1/reports/${r.key}/files/${encodeURIComponent(a.file)}`, 303);
+    const served = servedAs(a.mediaType);
+    if (served.kind === 'download') return reply.redirect(`/api/v1/reports/${r.key}/files/${encodeURIComponent(a.file)}`, 303);
+    if (served.kind === 'image') return htmlReply(reply, imagePage(r, a));
     return htmlReply(reply, artifactPage(r, a, data.subarray(0, VIEW_MAX_BYTES).toString('utf8'), data.length > VIEW_MAX_BYTES));
   });
 

@@ -105,6 +105,19 @@ describe('eve-diag bake cloud-init (Node agent)', () => {
   });
 });
 
+describe('eve-diag bake cloud-init --nmi-panic --nmi-watchdog', () => {
+  it('sets the NMI sysctls in the drop-in and at once; none without the flags', async () => {
+    const { doc, files, text } = await bake('--bundle', bundlePath, '--nmi-panic', '--nmi-watchdog');
+    const dropIn = files.get(INSTALL_PATHS.sysctl)?.content ?? '';
+    expect(dropIn).toMatch(/^kernel\.unknown_nmi_panic ?= ?1$/m);
+    expect(dropIn).toMatch(/^kernel\.nmi_watchdog ?= ?1$/m);
+    expect(doc.runcmd).toEqual(expect.arrayContaining([['sysctl', '-w', 'kernel.unknown_nmi_panic=1'], ['sysctl', '-w', 'kernel.nmi_watchdog=1']]));
+    expect(text).toMatch(/--nmi-panic --nmi-watchdog/);
+    const plain = await bake('--bundle', bundlePath);
+    expect(plain.files.get(INSTALL_PATHS.sysctl)?.content).not.toMatch(/nmi/);
+  });
+});
+
 describe('eve-diag bake cloud-init --sh', () => {
   it('writes the sh agent, the heartbeat unit, the cron line and the sysctl drop-in; no Node', async () => {
     const { doc, files, text } = await bake('--sh', '--mark-period', '300', '--period', '2');

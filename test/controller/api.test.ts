@@ -58,6 +58,24 @@ async function bundle(app = 'vm1', consoleText = '[    1.000000] Kernel panic - 
   return { manifest: b.manifest, text, files };
 }
 
+/** A bundle whose steps carry a PNG (a screendump) and bytes of another kind. */
+async function binaryBundle(app: string) {
+  const spool = new Spool({ dir: temp() });
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from(randomUUID())]);
+  const b = await spool.write({
+    app,
+    verdict: 'guest-kernel-hung',
+    evidence: {},
+    steps: [
+      { kind: 'screendump', ok: true, summary: 'screen', artifacts: [{ name: 'screen.png', mediaType: 'image/png', data: png }] },
+      { kind: 'host-state', ok: true, summary: 'raw', artifacts: [{ name: 'raw.bin', mediaType: 'application/octet-stream', data: Buffer.from(`<script>${randomUUID()}</script>`) }] },
+    ],
+  });
+  const text = readFileSync(join(b.dir, 'manifest.json'), 'utf8');
+  const files = new Map(b.manifest.steps.flatMap((s) => s.artifacts.map((a) => [a.sha256, readFileSync(join(b.dir, a.file))] as const)));
+  return { manifest: b.manifest, text, files };
+}
+
 async function upload(token: string, b: Awaited<ReturnType<typeof bundle>>) {
   const offer = await call('POST', '/api/v1/reports', token, b.text);
   expect(offer.status, JSON.stringify(offer.body)).toBe(202);
@@ -295,6 +313,21 @@ describe('reading', () => {
     const bad = await call('GET', '/api/v1/reports?verdict=melted', c.admin);
     expect(bad.status).toBe(400);
     expect(String(bad.body.error)).toMatch(/verdict: one of/);
+  });
+
+  test('a PNG (the screendump) is served as an image, inline; other bytes as a download, never as text', async () => {
+    const node = await c.nodeToken('n-binary');
+    const b = await binaryBundle('binary');
+    const ack = await upload(node, b);
+    const [png, raw] = b.manifest.steps.map((st) => st.artifacts[0]?.file as string);
+    const img = await fetch(`${c.url}/api/v1/reports/${ack.key}/files/${png}`, { headers: { authorization: `Bearer ${c.admin}` } });
+    expect(img.headers.get('content-type')).toBe('image/png');
+    expect(img.headers.get('content-disposition')).toMatch(/^inline; /);
+    expect(Buffer.from(await img.arrayBuffer()).subarray(0, 4).toString('latin1')).toBe('\x89PNG');
+    const bin = await fetch(`${c.url}/api/v1/reports/${ack.key}/files/${raw}`, { headers: { authorization: `Bearer ${c.admin}` } });
+    expect(bin.headers.get('content-type')).toBe('application/octet-stream');
+    expect(bin.headers.get('content-disposition')).toMatch(/^attachment; /);
+    expect(bin.headers.get('x-content-type-options')).toBe('nosniff');
   });
 });
 
