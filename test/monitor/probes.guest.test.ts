@@ -1,8 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
+import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { classify, type ScenarioObservation } from '../../monitor/classify.js';
 import {
   ConsoleActiveProbe,
@@ -13,6 +9,7 @@ import {
   type QmpStatusEvidence,
 } from '../../monitor/probes/index.js';
 import type { AppTarget, Probe, ProbeResult } from '../../monitor/types.js';
+import { diagTableFiles } from '../helpers/diag-table.js';
 import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
 
 /**
@@ -26,22 +23,8 @@ import { launchGuest, stopAllGuests, type Guest } from '../helpers/guest.js';
  */
 
 const PERIOD_MS = 500;
-const { aml, layout } = buildDiagSsdt({ nonce: 0x9b0b_e500_0000_0001n, kernelPeriodMs: PERIOD_MS });
-
-let dir: string;
-let tableFile: string;
-let layoutFile: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'eve-diag-probes-guest-'));
-  tableFile = join(dir, 'eve-diag-ssdt.aml');
-  layoutFile = join(dir, 'eve-diag-ssdt.json');
-  await writeFile(tableFile, aml);
-  await writeFile(layoutFile, JSON.stringify(layout));
-});
-afterAll(async () => {
-  await stopAllGuests();
-  await rm(dir, { recursive: true, force: true });
-});
+const files = diagTableFiles('eve-diag-probes-guest-', { nonce: 0x9b0b_e500_0000_0001n, kernelPeriodMs: PERIOD_MS });
+afterAll(stopAllGuests);
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await Promise.resolve().then(c).catch(() => undefined);
@@ -50,7 +33,7 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function boot(append: string): Promise<{ guest: Guest; target: AppTarget; links: QmpLinks }> {
-  const guest = await launchGuest({ acpiTables: [tableFile], append: `quiet ${append}`.trim() });
+  const guest = await launchGuest({ acpiTables: [files.tableFile], append: `quiet ${append}`.trim() });
   cleanups.push(() => guest.stop());
   const links = new QmpLinks();
   cleanups.push(() => links.closeAll());
@@ -60,7 +43,7 @@ async function boot(append: string): Promise<{ guest: Guest; target: AppTarget; 
     console: guest.consolePath,
     consoleLog: guest.consoleLogPath,
     consoleMux: true,
-    layout: layoutFile,
+    layout: files.layoutFile,
   };
   return { guest, target, links };
 }

@@ -1,9 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { buildDiagSsdt } from '../../../acpi/diag/ssdt.js';
+import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { GuestMemoryError } from '../../../host-reader/memory/guest-memory.js';
 import { PmemsaveMemory } from '../../../host-reader/memory/pmemsave.js';
 import { ProcMemory, QemuProcessGoneError } from '../../../host-reader/memory/procmem.js';
@@ -12,6 +8,7 @@ import { HeartbeatPoller, RegionReader, type Poll } from '../../../host-reader/r
 import { parseMtreeLowRam } from '../../../host-reader/region/discover.js';
 import { openGuestMemory } from '../../../host-reader/session.js';
 import { runCli } from '../../helpers/cli.js';
+import { diagTableFiles } from '../../helpers/diag-table.js';
 import { launchGuest, stopAllGuests, type Guest, type LaunchOptions } from '../../helpers/guest.js';
 
 /**
@@ -22,22 +19,9 @@ import { launchGuest, stopAllGuests, type Guest, type LaunchOptions } from '../.
  */
 
 const PERIOD_MS = 500;
-const { aml, layout } = buildDiagSsdt({ nonce: 0x9c0c_3e30_0000_0011n, kernelPeriodMs: PERIOD_MS });
-
-let dir: string;
-let tableFile: string;
-let layoutFile: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'eve-diag-procmem-guest-'));
-  tableFile = join(dir, 'ssdt.aml');
-  layoutFile = join(dir, 'layout.json');
-  await writeFile(tableFile, aml);
-  await writeFile(layoutFile, JSON.stringify(layout));
-});
-afterAll(async () => {
-  await stopAllGuests();
-  await rm(dir, { recursive: true, force: true });
-});
+const files = diagTableFiles('eve-diag-procmem-guest-', { nonce: 0x9c0c_3e30_0000_0011n, kernelPeriodMs: PERIOD_MS });
+const { layout } = files;
+afterAll(stopAllGuests);
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await Promise.resolve().then(c).catch(() => undefined);
@@ -47,7 +31,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hex = (a: bigint | undefined) => (a === undefined ? 'none' : `0x${a.toString(16)}`);
 
 async function boot(opts: LaunchOptions): Promise<{ guest: Guest; qmp: QmpClient }> {
-  const guest = await launchGuest({ ...opts, acpiTables: [tableFile], append: 'quiet' });
+  const guest = await launchGuest({ ...opts, acpiTables: [files.tableFile], append: 'quiet' });
   cleanups.push(() => guest.stop());
   const qmp = await QmpClient.connect({ path: guest.qmpPath });
   cleanups.push(() => qmp.close());
@@ -200,7 +184,7 @@ describe('q35 + SeaBIOS, 256 MiB: the whole life of a procmem reader', () => {
     poller.close();
     await auto.memory.close?.();
     await qmp.close();
-    const r = await runCli('read', '--qmp', guest.qmpPath, '--layout', layoutFile, '--memory', 'procmem', '--json');
+    const r = await runCli('read', '--qmp', guest.qmpPath, '--layout', files.layoutFile, '--memory', 'procmem', '--json');
     expect(r.code, r.err).toBe(0);
     const j = JSON.parse(r.out) as { table?: { address?: string }; kernel?: { status?: string } };
     expect(JSON.stringify(j)).toContain(`0x${address.toString(16)}`);

@@ -1,13 +1,12 @@
-import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { buildDiagSsdt } from '../../../acpi/diag/ssdt.js';
+import { afterAll, expect, test } from 'vitest';
 import { LineSplitter } from '../../../host-reader/console/line-splitter.js';
 import { LogfileTail } from '../../../host-reader/console/logfile-reader.js';
 import { classify, type ScenarioObservation } from '../../../monitor/classify.js';
 import { HeartbeatProbe, LogMarksProbe, QmpLinks, type KernelEvent } from '../../../monitor/probes/index.js';
 import type { AppTarget, ProbeResult } from '../../../monitor/types.js';
+import { diagTableFiles } from '../../helpers/diag-table.js';
 import { launchGuest, stopAllGuests, type Guest } from '../../helpers/guest.js';
 
 /**
@@ -21,22 +20,8 @@ import { launchGuest, stopAllGuests, type Guest } from '../../helpers/guest.js';
 
 const PERIOD_MS = 1000;
 const BEAT_MS = 500;
-const { aml, layout } = buildDiagSsdt({ nonce: 0x9b0b_e500_0000_0012n, kernelPeriodMs: BEAT_MS });
-
-let dir: string;
-let tableFile: string;
-let layoutFile: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'eve-diag-log-marks-guest-'));
-  tableFile = join(dir, 'eve-diag-ssdt.aml');
-  layoutFile = join(dir, 'eve-diag-ssdt.json');
-  await writeFile(tableFile, aml);
-  await writeFile(layoutFile, JSON.stringify(layout));
-});
-afterAll(async () => {
-  await stopAllGuests();
-  await rm(dir, { recursive: true, force: true });
-});
+const files = diagTableFiles('eve-diag-log-marks-guest-', { nonce: 0x9b0b_e500_0000_0012n, kernelPeriodMs: BEAT_MS });
+afterAll(stopAllGuests);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const opts = () => ({ timeoutMs: 5000, signal: new AbortController().signal });
@@ -88,14 +73,14 @@ test('marks from a shell loop: success; loop killed with the kernel beating: use
   const links = new QmpLinks();
   let pump: { stop: () => Promise<void> } | undefined;
   try {
-    guest = await launchGuest({ acpiTables: [tableFile], append: 'quiet' });
-    const target: AppTarget = { name: 'guest', qmp: guest.qmpPath, consoleLog: guest.consoleLogPath, layout: layoutFile };
-    const entries = join(dir, 'app.guest-uuid.log123');
+    guest = await launchGuest({ acpiTables: [files.tableFile], append: 'quiet' });
+    const target: AppTarget = { name: 'guest', qmp: guest.qmpPath, consoleLog: guest.consoleLogPath, layout: files.layoutFile };
+    const entries = join(files.dir, 'app.guest-uuid.log123');
     await writeFile(entries, 'guest-app\n'); // newlogd's first line: the app name
     pump = startPump(guest.consoleLogPath, entries);
 
     const consoleMarks = new LogMarksProbe({ source: 'console' }, { periodMs: PERIOD_MS });
-    const entryMarks = new LogMarksProbe({ source: 'log-entries', path: join(dir, 'app.guest-uuid.log*') }, { periodMs: PERIOD_MS });
+    const entryMarks = new LogMarksProbe({ source: 'log-entries', path: join(files.dir, 'app.guest-uuid.log*') }, { periodMs: PERIOD_MS });
     const both = async (): Promise<[ProbeResult, ProbeResult]> => [await consoleMarks.run(target, opts()), await entryMarks.run(target, opts())];
     const kernel = new HeartbeatProbe('kernel', links);
 
