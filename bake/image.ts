@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { INSTALL_PATHS, setCronJob, setExecStart, withNmiSysctls, type InstallAssets, type NmiSysctls } from './assets.js';
@@ -314,6 +314,39 @@ export function describePlan(plan: ImagePlan): string[] {
   });
 }
 
+/** The largest System.map taken from an image (host-reader's parser reads no more either). */
+const SYSTEM_MAP_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Sorts `System.map-6.1.0-27-amd64` after `System.map-6.1.0-9-amd64`. */
+const byVersion = (a: string, b: string) => a.localeCompare(b, 'en', { numeric: true });
+
+/**
+ * The newest /boot/System.map-* of the mounted image, checked (SymbolTable.parse: bounded, Debian's
+ * placeholder refused) and written to `out` (through a temporary file and a rename). A missing or
+ * unusable map is a reason, not an error: the bake itself succeeded.
+ */
+async function captureSystemMap(gf: GuestfsRunner, work: string, out: string, check: ((data: Buffer) => number) | undefined): Promise<SystemMapCapture> {
+  const [listed = ''] = await gf.run(['glob-expand /boot/System.map-*']);
+  const maps = listed.split('\n').filter((l) => /^\/boot\/System\.map-[\w.+~-]{1,200}$/.test(l)).sort(byVersion);
+  const from = maps[maps.length - 1];
+  if (from === undefined) return { error: 'the image has no /boot/System.map-*' };
+  const [size = ''] = await gf.run([`filesize ${gfQuote(from)}`]);
+  if (!/^\d+$/.test(size.trim()) || Number(size) > SYSTEM_MAP_MAX_BYTES) return { error: `${from} has ${size.trim()} bytes, more than the ${SYSTEM_MAP_MAX_BYTES} read` };
+  const local = join(work, 'System.map');
+  await gf.run([`download ${gfQuote(from)} ${gfQuote(local)}`]);
+  let textSymbols = 0;
+  try {
+    const data = await readFile(local);
+    textSymbols = check === undefined ? data.toString('latin1').split('\n').filter((l) => / [Tt] /.test(l)).length : check(data);
+  } catch (e) {
+    return { error: `${from}: ${(e as Error).message}` };
+  }
+  const tmp = `${out}.tmp-${process.pid}`;
+  await copyFile(local, tmp);
+  await rename(tmp, out);
+  return { path: out, from, textSymbols };
+}
+
 /** A guestfish argument: plain when it can be, else double-quoted with backslash escapes. */
 export function gfQuote(s: string): string {
   if (/^[A-Za-z0-9_.,+:=/@%-]+$/.test(s)) return s;
@@ -618,6 +651,13 @@ export interface BakeImageOptions {
   nodePath: string;
   /** NMI sysctls to set in the image; none by default. */
   nmiSysctls?: NmiSysctls;
+  /** Copy the image's kernel System.map (the newest /boot/System.map-*) here, for gdb-stacks. */
+  systemMapOut?: string;
+  /**
+   * Checks a System.map's bytes (the CLI passes host-reader's parser: bounded, Debian's placeholder
+   * refused): how many text symbols it has, or a throw saying why it is no use.
+   */
+  checkSystemMap?: (data: Buffer) => number;
   /** Reads the bundle (node mode); called once the image has passed its checks. */
   readBundle?: () => Promise<string>;
   assets: InstallAssets;
@@ -625,7 +665,12 @@ export interface BakeImageOptions {
   progress?: (line: string) => void;
 }
 
+/** What `systemMapOut` found: the copied map, or why there is none. */
+export type SystemMapCapture = { path: string; from: string; textSymbols: number } | { error: string };
+
 export interface BakeImageResult {
+  /** Set when `systemMapOut` was asked. */
+  systemMap?: SystemMapCapture;
   format: ImageFormat;
   device: string;
   fsType: string;
@@ -727,6 +772,8 @@ export async function bakeImage(o: BakeImageOptions): Promise<BakeImageResult> {
     const nLinks = plan.ops.filter((x) => x.op === 'symlink').length;
     progress(`writing ${nFiles} files and ${nLinks} link${nLinks === 1 ? '' : 's'} (${o.mode === 'node' ? 'Node agent' : 'POSIX-sh agent'}, ${init})`);
     await gf.run(guestfishCommands(plan.ops, local));
+    const systemMap = o.systemMapOut === undefined ? undefined : await captureSystemMap(gf, work, o.systemMapOut, o.checkSystemMap);
+    if (systemMap !== undefined) progress('error' in systemMap ? `warning: no System.map captured: ${systemMap.error}` : `System.map ${systemMap.from} (${systemMap.textSymbols} text symbols) copied to ${systemMap.path}`);
     await gf.run(['umount-all', 'shutdown'], 300_000);
     await gf.close();
     gf = undefined;
@@ -736,7 +783,7 @@ export async function bakeImage(o: BakeImageOptions): Promise<BakeImageResult> {
     if (commit.code !== 0) throw new Error(`qemu-img commit failed: ${o.image} may be partly modified:\n${tail(commit.stderr)}`);
     const totalMs = Date.now() - t0;
     progress(`done in ${secs(totalMs)}`);
-    return { format: format as ImageFormat, device: root.device, fsType: root.type, init, initWhy, plan, launchMs, totalMs };
+    return { ...(systemMap ? { systemMap } : {}), format: format as ImageFormat, device: root.device, fsType: root.type, init, initWhy, plan, launchMs, totalMs };
   } catch (e) {
     if (e instanceof LibguestfsError) throw new LibguestfsError(`${e.message}\n(${o.image} is unchanged)`, { cause: e });
     throw e;

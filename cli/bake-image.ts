@@ -1,10 +1,12 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { nmiSysctlsOf, readInstallAssets } from '../bake/assets.js';
 import { repoRoot } from '../util/repo-root.js';
 import { cronSchedule } from '../bake/cloud-init.js';
 import { BakeInputError, bakeImage, describePlan, IMAGE_FORMATS, INIT_SYSTEMS, type ImageFormat, type InitSystem } from '../bake/image.js';
+import { SymbolTable } from '../host-reader/symbols/system-map.js';
 import { UsageError } from './usage-error.js';
 
 export interface BakeImageFlags {
@@ -19,6 +21,7 @@ export interface BakeImageFlags {
   bundle?: string;
   nmiPanic?: boolean;
   nmiWatchdog?: boolean;
+  systemMap?: string;
 }
 
 function seconds(flag: string, v: string, min: number, max: number): number {
@@ -29,6 +32,16 @@ function seconds(flag: string, v: string, min: number, max: number): number {
 }
 
 /** A path that needs no quoting in a unit's ExecStart or a shell variable: absolute, plain characters. */
+/** A host file to write: its directory must exist; absolute after resolving. */
+function hostPath(flag: string, v: string): string {
+  if (v === '') throw new UsageError(flag, v, 'a file to write');
+  const abs = resolve(v);
+  const parent = dirname(abs);
+  if (!existsSync(parent) || !statSync(parent).isDirectory()) throw new UsageError(flag, v, `its directory ${parent} does not exist`);
+  if (existsSync(abs) && !statSync(abs).isFile()) throw new UsageError(flag, v, 'exists and is not a regular file');
+  return abs;
+}
+
 function plainPath(flag: string, v: string): string {
   if (!/^\/[A-Za-z0-9._+/-]{1,255}$/.test(v) || v.split('/').includes('..')) {
     throw new UsageError(flag, v, 'an absolute path of letters, digits and . _ + - /');
@@ -66,6 +79,7 @@ export function validateBakeImageFlags(flags: BakeImageFlags) {
     init: flags.init === 'auto' ? undefined : (flags.init as InitSystem),
     nodePath: plainPath('--node', flags.node),
     ...(nmiSysctlsOf(flags) ? { nmiSysctls: nmiSysctlsOf(flags) } : {}),
+    ...(flags.systemMap === undefined ? {} : { systemMapOut: hostPath('--system-map', flags.systemMap) }),
   };
 }
 
@@ -82,8 +96,10 @@ export async function bakeImageCommand(flags: BakeImageFlags, out: (s: string) =
     }
   };
   try {
-    const r = await bakeImage({ ...v, readBundle, assets: await readInstallAssets(), progress: (l) => err(`eve-diag: bake image: ${l}`) });
+    const checkSystemMap = (data: Buffer) => SymbolTable.parse(data).stats.textSymbols;
+    const r = await bakeImage({ ...v, readBundle, checkSystemMap, assets: await readInstallAssets(), progress: (l) => err(`eve-diag: bake image: ${l}`) });
     for (const l of describePlan(r.plan)) out(l);
+    if (r.systemMap !== undefined && 'path' in r.systemMap) out(`${r.systemMap.path} <- ${r.systemMap.from} (${r.systemMap.textSymbols} text symbols)`);
   } catch (e) {
     if (e instanceof BakeInputError) throw new UsageError(e.field, e.value, e.reason, { cause: e });
     throw e;
@@ -103,6 +119,7 @@ export function register(bake: Command, out: (s: string) => void, err: (s: strin
     .option('--init <init>', `the image's init: auto, ${INIT_SYSTEMS.join(', ')}`, 'auto')
     .option('--node <path>', 'Node binary the service runs (Node mode)', '/usr/bin/node')
     .option('--bundle <file>', 'the agent bundle (default dist/eve-diag-agent.js, from npm run build:agent)')
+    .option('--system-map <file>', 'also copy the image kernel\'s System.map (the newest /boot/System.map-*) to this host file, for the gdb-stacks collector (a warning when it is missing or Debian\'s placeholder)')
     .option('--nmi-panic', 'set kernel.unknown_nmi_panic=1: an NMI from the host (the nmi collector) panics the guest, with its backtraces (and a kdump where the guest has one)')
     .option('--nmi-watchdog', 'set kernel.nmi_watchdog=1: the hard-lockup detector (needs a virtual PMU: KVM, not TCG)')
     .action(async (flags: BakeImageFlags) => bakeImageCommand(flags, out, err));

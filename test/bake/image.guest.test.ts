@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -104,6 +104,12 @@ function image(path: string, mib: number, table: Buffer | undefined, fss: Array<
 
 const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
+/** A System.map as a kernel build writes it (link-time addresses), big enough not to be a placeholder. */
+const systemMapText = (n: number) =>
+  ['ffffffff81000000 T _text', 'ffffffff81000000 T _stext', ...Array.from({ length: n }, (_, i) => `${(0xffffffff81001000n + BigInt(i) * 0x40n).toString(16)} T fn_${i}`), 'ffffffff82000000 T _etext', 'ffffffff82a00000 D linux_banner', ''].join('\n');
+const SYSTEM_MAP = systemMapText(400);
+const SYSTEM_MAP_OLD = systemMapText(10);
+
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'eve-diag-bake-image-guest-'));
   bundle = (await buildAgentBundle({ outfile: img('eve-diag-agent.js') })).code;
@@ -111,7 +117,13 @@ beforeAll(async () => {
   const rcDirs: Tree = Object.fromEntries(['0', '1', '2', '3', '4', '5', '6', 'S'].map((l) => [`/etc/rc${l}.d`, { dir: true }]));
 
   // A: systemd (placeholder binary), partition 1 of an MBR disk.
-  const a = rootfs('a', { '/lib/systemd/systemd': '#!/bin/sh\n# placeholder\n', '/etc/systemd/system': { dir: true } });
+  const a = rootfs('a', {
+    '/lib/systemd/systemd': '#!/bin/sh\n# placeholder\n',
+    '/etc/systemd/system': { dir: true },
+    // Two kernels' maps: the newer one (by version, 10 > 9) is taken.
+    '/boot/System.map-6.1.0-9-amd64': SYSTEM_MAP_OLD,
+    '/boot/System.map-6.1.0-10-amd64': SYSTEM_MAP,
+  });
   image(img('a.img'), 64, mbr([[2048, 129024]]), [{ root: a, offset: 2048 * SECTOR, mib: 63 }]);
 
   // B: sysvinit, bare ext4, a stale runlevel link from an earlier install.
@@ -123,7 +135,14 @@ beforeAll(async () => {
   const boot = join(dir, 'boot');
   mkdirSync(join(boot, 'grub'), { recursive: true });
   writeFileSync(join(boot, 'grub', 'grub.cfg'), '# nothing\n');
-  const c = rootfs('c', { '/sbin/openrc': '#!/bin/sh\n# placeholder\n', '/etc/init.d': { dir: true }, '/etc/runlevels/default': { dir: true }, '/etc/crontabs/root': '0 3 * * * /usr/bin/backup\n' });
+  const c = rootfs('c', {
+    '/sbin/openrc': '#!/bin/sh\n# placeholder\n',
+    '/etc/init.d': { dir: true },
+    '/etc/runlevels/default': { dir: true },
+    '/etc/crontabs/root': '0 3 * * * /usr/bin/backup\n',
+    // What Debian's linux-image packages ship.
+    '/boot/System.map-6.1.0-10-amd64': 'ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package\n',
+  });
   image(img('c.raw'), 64, mbr([[2048, 16384], [18432, 112640]]), [
     { root: boot, offset: 2048 * SECTOR, mib: 8 },
     { root: c, offset: 18432 * SECTOR, mib: 55 },
@@ -147,9 +166,9 @@ describe('eve-diag bake image (real libguestfs)', () => {
     fBefore = sha256(readFileSync(img('f.img')));
     const t0 = Date.now();
     const [a, b, c, f] = await Promise.all([
-      bake(['--image', img('a.img'), '--partition', '1', '--period', '2', '--mark-period', '30', '--bundle', img('eve-diag-agent.js')]),
+      bake(['--image', img('a.img'), '--partition', '1', '--period', '2', '--mark-period', '30', '--bundle', img('eve-diag-agent.js'), '--system-map', img('a.System.map')]),
       bake(['--image', img('b.img'), '--format', 'raw', '--sh', '--period', '2', '--mark-period', '300']),
-      bake(['--image', img('c.qcow2'), '--format', 'qcow2', '--sh']),
+      bake(['--image', img('c.qcow2'), '--format', 'qcow2', '--sh', '--system-map', img('c.System.map')]),
       bake(['--image', img('f.img'), '--sh']),
     ]);
     for (const [k, r] of Object.entries({ a, b, c, f })) runs.set(k, r);
@@ -168,7 +187,9 @@ describe('eve-diag bake image (real libguestfs)', () => {
       `${P.unit} 0644`,
       `${P.sysctl} 0644`,
       `${P.systemdWants}/eve-diag-agent.service -> ${P.unit}`,
+      `${img('a.System.map')} <- /boot/System.map-6.1.0-10-amd64 (403 text symbols)`,
     ]);
+    expect(readFileSync(img('a.System.map'), 'utf8')).toBe(SYSTEM_MAP);
 
     expect(b.code).toBe(0);
     expect(b.err).toContain('eve-diag: bake image: root filesystem /dev/sda (ext4), init sysvinit (no systemd or OpenRC, /etc/init.d is there)');
@@ -177,6 +198,8 @@ describe('eve-diag bake image (real libguestfs)', () => {
     expect(c.code).toBe(0);
     expect(c.err[0]).toMatch(/c\.qcow2: qcow2, 64 MiB$/);
     expect(c.err).toContain('eve-diag: bake image: root filesystem /dev/sda2 (ext4), init openrc (/sbin/openrc is there)');
+    expect(c.err.find((l) => l.includes('System.map'))).toMatch(/warning: no System\.map captured: \/boot\/System\.map-6\.1\.0-10-amd64: a placeholder System\.map/);
+    expect(existsSync(img('c.System.map'))).toBe(false);
 
     expect(f.code).toBe(1);
     const fErr = f.err.join('\n');
