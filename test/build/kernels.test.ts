@@ -19,7 +19,7 @@ describe('hostKernel', () => {
     const d = tempDir();
     for (const v of ['6.1.0-9-amd64', '6.1.0-10-amd64', '5.10.0-30-amd64']) writeFileSync(join(d, `vmlinuz-${v}`), '');
     writeFileSync(join(d, 'config-6.1.0-99-amd64'), '');
-    writeFileSync(join(d, 'System.map-6.1.0-10-amd64'), '');
+    writeFileSync(join(d, 'System.map-6.1.0-10-amd64'), 'ffffffff81000000 T _text\n'.repeat(400));
     const k = await hostKernel(d, '/mods');
     expect(k).toEqual({
       release: '6.1.0-10-amd64',
@@ -28,6 +28,13 @@ describe('hostKernel', () => {
       systemMap: join(d, 'System.map-6.1.0-10-amd64'),
       source: `host ${d}`,
     });
+  });
+
+  it("leaves out Debian's placeholder System.map (83 bytes: the real one is in the -dbg package)", async () => {
+    const d = tempDir();
+    writeFileSync(join(d, 'vmlinuz-6.1.0-10-amd64'), '');
+    writeFileSync(join(d, 'System.map-6.1.0-10-amd64'), 'ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package\n');
+    expect((await hostKernel(d, '/mods'))?.systemMap).toBeUndefined();
   });
 
   it('names the Debian package when there is no kernel', async () => {
