@@ -155,11 +155,10 @@ export interface HeartbeatPollerOptions {
   statusRefreshMs?: number;
 }
 
-/** A report that says a heartbeat is late or stalled. */
-function troubled(r: HeartbeatReport): boolean {
-  const k = r.kernel.status;
-  const a = r.agent.status;
-  return k === 'late' || k === 'stalled' || a === 'late' || a === 'stalled';
+/** A report that says the heartbeat `signal` is late or stalled. */
+function troubled(r: HeartbeatReport, signal: 'kernel' | 'agent'): boolean {
+  const st = r[signal].status;
+  return st === 'late' || st === 'stalled';
 }
 
 /**
@@ -269,9 +268,11 @@ export class HeartbeatPoller {
   /**
    * `poll` answered at once, with no QMP round trip and no promise: when the run state is known and
    * current (no event queued, not stale) and the region reads synchronously (RegionReader.readSync).
-   * Undefined otherwise: the caller awaits `poll`. This is the steady state over procmem.
+   * Undefined otherwise: the caller awaits `poll`. This is the steady state over procmem. `signal`
+   * is the heartbeat the caller judges: its late or stalled reading goes to `poll` unless the run
+   * state is at most CONFIRM_MS old (the other signal's lateness is the other probe's business).
    */
-  pollSync(): Poll | undefined {
+  pollSync(signal: 'kernel' | 'agent' = 'kernel'): Poll | undefined {
     const status = this.#status;
     if (status === undefined || this.#changed || this.#events.queued > 0 || this.#events.ended || this.#refreshError !== undefined) return undefined;
     // The refresh (no event for refreshMs) is asked in the background: the state known until it
@@ -290,7 +291,7 @@ export class HeartbeatPoller {
     }
     if (snapshot === undefined) return undefined;
     const p = this.#assess(status, snapshot, undefined);
-    if (troubled(p.report) && this.now() - this.#statusAt > CONFIRM_MS) {
+    if (troubled(p.report, signal) && this.now() - this.#statusAt > CONFIRM_MS) {
       // Trouble is told with a fresh run state: poll() asks QEMU, then reads again.
       this.#changed = true;
       return undefined;

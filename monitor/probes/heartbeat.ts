@@ -175,7 +175,7 @@ export class HeartbeatProbe implements Probe {
     const link = this.#link;
     if (s === undefined || link === undefined || s.locating !== undefined || s.qmpPath !== target.qmp || s.layoutPath !== target.layout) return undefined;
     if (link.path !== s.qmpPath || link.generation !== s.generation || link.clientSync() !== s.client) return undefined;
-    const poll = s.poller.pollSync();
+    const poll = s.poller.pollSync(this.signal);
     if (poll === undefined) return undefined;
     return this.#pollResult(s, poll, { signal: this.signal, qmp: s.qmpPath, memory: s.memoryChoice.path, memoryNote: s.memoryChoice.note });
   }
