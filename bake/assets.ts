@@ -82,6 +82,12 @@ export function nmiSysctlsOf(flags: { nmiPanic?: boolean; nmiWatchdog?: boolean 
   return Object.keys(o).length === 0 ? undefined : o;
 }
 
+/** `{ nmiSysctls }` for an options object when the flags ask for any, else nothing. */
+export function nmiOption(flags: { nmiPanic?: boolean; nmiWatchdog?: boolean }): { nmiSysctls?: NmiSysctls } {
+  const nmiSysctls = nmiSysctlsOf(flags);
+  return nmiSysctls === undefined ? {} : { nmiSysctls };
+}
+
 export const NMI_SYSCTL_KEYS: Readonly<Record<keyof NmiSysctls, string>> = {
   unknownNmiPanic: 'kernel.unknown_nmi_panic',
   panicOnUnrecoveredNmi: 'kernel.panic_on_unrecovered_nmi',

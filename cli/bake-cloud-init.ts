@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { INSTALL_PATHS, nmiSysctlsOf, readInstallAssets } from '../bake/assets.js';
+import { INSTALL_PATHS, nmiOption, readInstallAssets } from '../bake/assets.js';
 import { repoRoot } from '../util/repo-root.js';
 import { BUNDLE_ENCODINGS, cloudInitUserData, cronSchedule, type BundleEncoding } from '../bake/cloud-init.js';
 import { DEFAULT_AGENT_ZONE, normalizeAcpiPath } from '../protocol/acpi-path.js';
@@ -80,7 +80,7 @@ export async function bakeCloudInit(flags: BakeCloudInitFlags, out: (s: string) 
       nodePath,
       installNode: flags.packages,
       encoding: flags.encoding as BundleEncoding,
-      ...(nmiSysctlsOf(flags) ? { nmiSysctls: nmiSysctlsOf(flags) } : {}),
+      ...nmiOption(flags),
       command: [
         'eve-diag bake cloud-init',
         ...(mode === 'sh' ? ['--sh'] : []),

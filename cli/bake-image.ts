@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { nmiSysctlsOf, readInstallAssets } from '../bake/assets.js';
+import { nmiOption, readInstallAssets } from '../bake/assets.js';
 import { repoRoot } from '../util/repo-root.js';
 import { cronSchedule } from '../bake/cloud-init.js';
 import { BakeInputError, bakeImage, describePlan, IMAGE_FORMATS, INIT_SYSTEMS, type ImageFormat, type InitSystem } from '../bake/image.js';
@@ -78,7 +78,7 @@ export function validateBakeImageFlags(flags: BakeImageFlags) {
     partition,
     init: flags.init === 'auto' ? undefined : (flags.init as InitSystem),
     nodePath: plainPath('--node', flags.node),
-    ...(nmiSysctlsOf(flags) ? { nmiSysctls: nmiSysctlsOf(flags) } : {}),
+    ...nmiOption(flags),
     ...(flags.systemMap === undefined ? {} : { systemMapOut: hostPath('--system-map', flags.systemMap) }),
   };
 }

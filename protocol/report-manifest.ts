@@ -139,6 +139,14 @@ export const MAX_TIMELINE_SAMPLES = 10_000;
 export const MAX_SUMMARY_CHARS = 1000;
 
 const name = { type: 'string', pattern: SAFE_NAME_PATTERN } as const;
+/** What an artifact entry and an external file entry both say of their file. */
+const fileProperties = {
+  name,
+  file: { ...name, not: { const: MANIFEST_FILE } },
+  mediaType: { enum: [...MEDIA_TYPES] },
+  bytes: { type: 'integer', minimum: 0 },
+  sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+} as const;
 const dateTime = { type: 'string', format: 'date-time' } as const;
 
 /** The JSON Schema of `manifest.json`, version 1. */
@@ -200,27 +208,13 @@ export const REPORT_MANIFEST_SCHEMA = {
       type: 'object',
       required: ['name', 'file', 'mediaType', 'bytes', 'sha256', 'truncated'],
       additionalProperties: false,
-      properties: {
-        name,
-        file: { ...name, not: { const: MANIFEST_FILE } },
-        mediaType: { enum: [...MEDIA_TYPES] },
-        bytes: { type: 'integer', minimum: 0 },
-        sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
-        truncated: { type: 'boolean' },
-      },
+      properties: { ...fileProperties, truncated: { type: 'boolean' } },
     },
     external: {
       type: 'object',
       required: ['name', 'file', 'mediaType', 'bytes', 'sha256', 'uploaded'],
       additionalProperties: false,
-      properties: {
-        name,
-        file: { ...name, not: { const: MANIFEST_FILE } },
-        mediaType: { enum: [...MEDIA_TYPES] },
-        bytes: { type: 'integer', minimum: 0 },
-        sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
-        uploaded: { const: false },
-      },
+      properties: { ...fileProperties, uploaded: { const: false } },
     },
     omission: {
       type: 'object',
