@@ -7,6 +7,7 @@
 #        bash bench/run.sh soak [--help | options]       bench/soak.ts (false alarms: 4 guests under stress-ng)
 #        bash bench/run.sh fleet [--help | options]      bench/fleet.ts (the monitor's CPU and RSS for 10..3000 simulated VMs)
 #        bash bench/run.sh fuzz [RUNS [SEED]]             test/fuzz with RUNS cases per property (default 100000)
+#        bash bench/run.sh fuzz-coverage [RUNS]           test/fuzz's line and branch coverage of the decoders it fuzzes (default 300 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=poll
@@ -16,6 +17,16 @@ if [ "${1:-}" = fuzz ]; then
   case "$runs$seed" in *[!0-9]*) echo "bench/run.sh fuzz: RUNS and SEED are integers (got '$runs' '$seed')" >&2; exit 2 ;; esac
   echo "fuzz: $runs cases per property, seed $seed (FUZZ_RUNS=$runs FUZZ_SEED=$seed reproduces it)"
   FUZZ_RUNS=$runs FUZZ_SEED=$seed exec npx vitest run --project unit test/fuzz --testTimeout=0
+fi
+if [ "${1:-}" = fuzz-coverage ]; then
+  runs=${2:-300}
+  case "$runs" in *[!0-9]* | '') echo "bench/run.sh fuzz-coverage: RUNS is an integer (got '$runs')" >&2; exit 2 ;; esac
+  FUZZ_RUNS=$runs exec npx vitest run --project unit test/fuzz --testTimeout=0 --coverage.enabled --coverage.provider=v8 \
+    --coverage.reportsDirectory=.cache/coverage --coverage.reporter=text \
+    --coverage.include='acpi/decode/**' --coverage.include='host-reader/region/{decode,assess}.ts' \
+    --coverage.include='host-reader/console/{sanitize,log-entry,line-splitter}.ts' --coverage.include='protocol/{mark,heartbeat-disk,report-manifest,controller-api}.ts' \
+    --coverage.include='host-reader/qmp/{line-stream,messages}.ts' --coverage.include='host-reader/gdb/{packet,client,stack,x86-64}.ts' \
+    --coverage.include='host-reader/erst/**' --coverage.include='controller/api/**' --coverage.include='controller/logs.ts'
 fi
 case "${1:-}" in
   detection | controller | soak | fleet) bench=$1; shift ;;

@@ -33,9 +33,13 @@ function timeOf(t: unknown): string | undefined {
   }
   if (typeof t === 'object' && t !== null) {
     const { seconds, nanos } = t as { seconds?: unknown; nanos?: unknown };
-    const s = typeof seconds === 'string' ? Number(seconds) : seconds;
-    const n = typeof nanos === 'number' ? nanos : 0;
-    if (typeof s === 'number' && Number.isFinite(s) && s >= 0 && s < 1e11) return new Date(s * 1000 + Math.floor(n / 1e6)).toISOString();
+    // google.protobuf.Timestamp: nanos is an integer 0..999 999 999 (omitted when zero; protojson
+    // may write either field as a decimal string). Anything else is no time, not a shifted one.
+    const int = (x: unknown): number | undefined =>
+      x === undefined ? 0 : typeof x === 'number' && Number.isInteger(x) ? x : typeof x === 'string' && /^\d{1,12}$/.test(x) ? Number(x) : undefined;
+    const s = int(seconds);
+    const n = int(nanos);
+    if (s !== undefined && n !== undefined && s >= 0 && s < 1e11 && n >= 0 && n <= 999_999_999) return new Date(s * 1000 + Math.floor(n / 1e6)).toISOString();
   }
   return undefined;
 }

@@ -52,12 +52,64 @@ function utcOf(t: string): string {
   return Number.isNaN(ms) ? t : new Date(ms).toISOString();
 }
 
+/**
+ * Deepest nesting of arrays and objects a body may have. JSON.parse takes any depth, but
+ * JSON.stringify recurses: a body nested 10 000 deep overflows the stack wherever it is stringified
+ * again (a field's size check, the read API's answer), a 500 or a stored report that cannot be read.
+ * Nothing a node sends needs more than a few levels.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether `v` nests arrays and objects deeper than `max` (iterative: the walk itself must not overflow). */
+function nestedDeeper(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 1]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [x, depth] = top;
+    if (typeof x !== 'object' || x === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(x) ? x : Object.values(x)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 function jsonOf(body: Buffer, what: string): unknown {
+  let v: unknown;
   try {
-    return JSON.parse(body.toString('utf8'));
+    v = JSON.parse(body.toString('utf8'));
   } catch (e) {
     throw new HttpError(400, `${what}: not JSON (${(e as Error).message})`);
   }
+  if (nestedDeeper(v, MAX_JSON_DEPTH)) throw new HttpError(400, `${what}: arrays and objects nested deeper than ${MAX_JSON_DEPTH} levels`);
+  return v;
+}
+
+/** Hashes looked up per query (under both databases' parameter limits). */
+const BLOB_LOOKUPS_PER_QUERY = 500;
+
+/**
+ * Artifacts whose size is not the size of the bytes their hash names: listed twice with two sizes,
+ * or with another size than the blob the controller already holds. Such a report could be committed
+ * without a single byte sent (the blob is there) and would list a size its file does not have.
+ */
+async function sizeMismatches(store: Store, artifacts: readonly { file: string; bytes: number; sha256: string }[]): Promise<string[]> {
+  const claimed = new Map<string, { file: string; bytes: number }>();
+  const out: string[] = [];
+  for (const a of artifacts) {
+    const first = claimed.get(a.sha256);
+    if (first === undefined) claimed.set(a.sha256, a);
+    else if (first.bytes !== a.bytes) out.push(`artifact ${a.file}: SHA-256 ${a.sha256} is listed with ${a.bytes} bytes, and with ${first.bytes} bytes for ${first.file}`);
+  }
+  const shas = [...claimed.keys()];
+  for (let i = 0; i < shas.length && out.length < 20; i += BLOB_LOOKUPS_PER_QUERY) {
+    const chunk = shas.slice(i, i + BLOB_LOOKUPS_PER_QUERY);
+    const rows = await store.db.all(`SELECT sha256, bytes FROM blobs WHERE sha256 IN (${chunk.map(() => '?').join(', ')})`, chunk);
+    for (const r of rows) {
+      const a = claimed.get(String(r['sha256']));
+      const held = Number(r['bytes']);
+      if (a !== undefined && held !== a.bytes) out.push(`artifact ${a.file}: ${a.bytes} bytes, but its SHA-256 ${String(r['sha256'])} names ${held} bytes (held by the controller)`);
+    }
+  }
+  return out.slice(0, 20);
 }
 
 export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
@@ -96,6 +148,8 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
       }
     }
     if (manifest.totalBytes > limits.maxReportBytes) throw new HttpError(413, `report of ${manifest.totalBytes} bytes, more than maxReportBytes ${limits.maxReportBytes}`);
+    const wrongSizes = await sizeMismatches(store, manifest.steps.flatMap((s) => s.artifacts));
+    if (wrongSizes.length > 0) throw new HttpError(400, `invalid manifest: ${wrongSizes[0]}`, { problems: wrongSizes });
     const sha = createHash('sha256').update(text).digest('hex');
     const known = await store.reportByNodeId(nodeId, manifest.id);
     if (known === undefined) {
@@ -140,6 +194,10 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     const nodeId = node(req);
     const { id } = req.params as { id: string };
     const r = await reportOf(nodeId, id);
+    // A blob another report sent after this one's offer may not be of the size this manifest says
+    // (checked here, before the commit: a stored blob never changes size).
+    const wrongSizes = r.status === 'pending' ? await sizeMismatches(store, await store.artifacts(r.key)) : [];
+    if (wrongSizes.length > 0) throw new HttpError(400, `report ${id} cannot be stored: ${wrongSizes[0]}`, { problems: wrongSizes });
     try {
       const ack = await store.commitReport(r.key);
       if (r.status === 'pending') {

@@ -57,7 +57,11 @@ export function parseLogEntry(line: string, maxChars = DEFAULT_MAX_ENTRY_CHARS):
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length <= 256 ? v : undefined);
 
-/** `{"seconds":N,"nanos":N}` (numbers or decimal strings) or an RFC 3339 string; undefined otherwise. */
+/**
+ * `{"seconds":N,"nanos":N}` (integers or decimal strings) or an RFC 3339 string; undefined otherwise.
+ * As google.protobuf.Timestamp says, `nanos` is 0..999 999 999 (a larger or negative one is not a
+ * fraction of the second: a line saying so is not trusted with a time).
+ */
 export function timestampMs(v: unknown): number | undefined {
   if (typeof v === 'string') {
     if (v.length > 64) return undefined;
@@ -66,11 +70,12 @@ export function timestampMs(v: unknown): number | undefined {
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined;
   const o = v as Record<string, unknown>;
-  const num = (x: unknown): number | undefined =>
-    typeof x === 'number' && Number.isFinite(x) ? x : typeof x === 'string' && /^-?\d{1,19}$/.test(x) ? Number(x) : x === undefined ? 0 : undefined;
-  const seconds = num(o.seconds);
-  const nanos = num(o.nanos);
-  if (seconds === undefined || nanos === undefined) return undefined;
+  // Go's encoding/json omits a zero field (`{}` is the epoch); protojson writes int64 as a string.
+  const int = (x: unknown): number | undefined =>
+    typeof x === 'number' && Number.isInteger(x) ? x : typeof x === 'string' && /^-?\d{1,19}$/.test(x) ? Number(x) : x === undefined ? 0 : undefined;
+  const seconds = int(o.seconds);
+  const nanos = int(o.nanos);
+  if (seconds === undefined || nanos === undefined || nanos < 0 || nanos > 999_999_999) return undefined;
   const ms = seconds * 1000 + Math.floor(nanos / 1e6);
   // Date's range: anything else is not a time.
   return Math.abs(ms) <= 8.64e15 ? ms : undefined;

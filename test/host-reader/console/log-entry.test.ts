@@ -39,6 +39,15 @@ describe('parseLogEntry', () => {
     expect(timestampMs({ seconds: 1e20 })).toBeUndefined();
     expect(timestampMs([1])).toBeUndefined();
   });
+
+  test('timestampMs: nanos outside 0..999 999 999 or a fractional count is no time (it moved the time by years)', () => {
+    expect(timestampMs({ seconds: 1, nanos: 999_999_999 })).toBe(1999);
+    expect(timestampMs({ seconds: '1', nanos: '-9999999999999999999' })).toBeUndefined();
+    expect(timestampMs({ seconds: 1, nanos: 1_000_000_000 })).toBeUndefined();
+    expect(timestampMs({ seconds: 1, nanos: -1 })).toBeUndefined();
+    expect(timestampMs({ seconds: 1.5 })).toBeUndefined();
+    expect(timestampMs({ seconds: 1, nanos: 0.5 })).toBeUndefined();
+  });
 });
 
 describe('LineSplitter', () => {
