@@ -6,7 +6,7 @@ import { repoRoot } from '../../util/repo-root.js';
 import { authenticate } from '../auth.js';
 import { filterOf, sendBundle, servedAs, visibleReport } from '../api/read.js';
 import { caller, HttpError, SESSION_COOKIE } from '../api/http.js';
-import type { RateLimiter } from '../limits.js';
+import { RateLimiter } from '../limits.js';
 import type { ReportFilter, ReportRow, Store, TokenInfo } from '../store/store.js';
 import { artifactPage, fleetPage, imagePage, loginPage, notFoundPage, reportPage, reportsPage } from './pages.js';
 
@@ -23,6 +23,12 @@ export interface WebDeps {
   /** The session cookie gets `Secure` when the controller serves TLS. */
   secure: boolean;
 }
+
+/**
+ * Login attempts per client address: a token is 256 random bits (guessing is hopeless), but each
+ * attempt costs a hash and a lookup, so a flood is cut (per second, bursts of 4x).
+ */
+export const LOGIN_ATTEMPTS_PER_SECOND = 2;
 
 /** Most of one artifact shown in the page (the raw file is a link away). */
 const VIEW_MAX_BYTES = 2 * 1024 * 1024;
@@ -42,6 +48,7 @@ function assetFiles(): Record<string, { path: string; type: string }> {
 export function registerWeb(app: FastifyInstance, d: WebDeps): void {
   const { store } = d;
   const assets = assetFiles();
+  const logins = new RateLimiter(LOGIN_ATTEMPTS_PER_SECOND, LOGIN_ATTEMPTS_PER_SECOND * 4);
   const cache = new Map<string, Buffer>();
   const htmlReply = (reply: FastifyReply, body: string, code = 200) => reply.code(code).header('content-type', 'text/html; charset=utf-8').send(body);
   const session = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -68,7 +75,9 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
   };
 
   app.get('/assets/:name', async (req, reply) => {
-    const a = assets[(req.params as { name: string }).name];
+    const name = (req.params as { name: string }).name;
+    // Own keys only: `constructor` or `__proto__` would be Object.prototype's (and a 500).
+    const a = Object.hasOwn(assets, name) ? assets[name] : undefined;
     if (a === undefined) throw new HttpError(404, 'no such asset');
     let data = cache.get(a.path);
     if (data === undefined) {
@@ -81,6 +90,8 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
   app.get('/login', async (req, reply) => htmlReply(reply, loginPage()));
 
   app.post('/login', { bodyLimit: 4096 }, async (req, reply) => {
+    const wait = logins.take(req.ip);
+    if (wait > 0) throw new HttpError(429, 'too many login attempts from this address: slow down', { retryAfterSeconds: wait }, { 'retry-after': String(wait) });
     const form = new URLSearchParams((req.body as Buffer | undefined)?.toString('utf8') ?? '');
     const token = form.get('token') ?? '';
     const who = await authenticate(store, token);
@@ -89,7 +100,7 @@ export function registerWeb(app: FastifyInstance, d: WebDeps): void {
     return reply.header('set-cookie', `${SESSION_COOKIE}=${encodeURIComponent(token)}; ${attrs.join('; ')}`).redirect('/', 303);
   });
 
-  app.post('/logout', async (req, reply) => reply.header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`).redirect('/login', 303));
+  app.post('/logout', { bodyLimit: 1024 }, async (req, reply) => reply.header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`).redirect('/login', 303));
 
   app.get('/', async (req, reply) => {
     if ((await session(req, reply)) === undefined) return reply;
