@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, readFile, writeFile } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { paths, type DroppedNotice, type ReportAck, type ReportOffer, type VerdictEvent } from '../protocol/controller-api.js';
@@ -8,6 +8,7 @@ import { realClock, type Clock } from '../util/clock.js';
 import { ControllerError, type ControllerClient } from './controller-client.js';
 import type { LogRecord } from './manager.js';
 import type { MonitorMetrics } from './metrics.js';
+import { MAX_MANIFEST_READ_BYTES, readSpoolFile, SpoolFileTooLarge, writeSpoolFile } from './report/bundle.js';
 import type { Spool } from './report/spool.js';
 
 /**
@@ -23,6 +24,24 @@ import type { Spool } from './report/spool.js';
  * Verdict changes go as they happen, from a bounded queue (the oldest are dropped and counted when
  * the controller is away for long).
  */
+
+/** A file of a bundle that is missing, not a regular file, or not what its manifest says. */
+class BundleDamage extends Error {
+  override name = 'BundleDamage';
+}
+
+/** A bundle's file, read without following a link and no longer than `max`; damage is a BundleDamage. */
+async function bundleFile(path: string, max: number): Promise<Buffer> {
+  const data = await readSpoolFile(path, max).catch((e: unknown) => {
+    if (e instanceof SpoolFileTooLarge) throw new BundleDamage(`${path} has ${e.bytes} bytes, more than ${max}`, { cause: e });
+    throw e;
+  });
+  if (data === undefined) throw new BundleDamage(`${path} is missing or not a regular file`);
+  return data;
+}
+
+/** The shipper's own notes in the spool are small: what is larger is not ours. */
+const NOTE_MAX_BYTES = 4 * 1024 * 1024;
 
 export interface ShipperOptions {
   spool: Spool;
@@ -119,7 +138,7 @@ export class Shipper {
     let text: string;
     let manifest: ReportManifest;
     try {
-      text = await readFile(join(dir, MANIFEST_FILE), 'utf8');
+      text = (await bundleFile(join(dir, MANIFEST_FILE), MAX_MANIFEST_READ_BYTES)).toString('utf8');
       manifest = JSON.parse(text) as ReportManifest;
     } catch (e) {
       if (await this.#damaged(id, dir, e)) return;
@@ -141,7 +160,9 @@ export class Shipper {
         if (a === undefined) throw new ControllerError(`the controller asks for ${h}, which report ${id} does not have`, undefined, false);
         let data: Buffer;
         try {
-          data = await readFile(join(dir, a.file));
+          // The bytes sent are the ones the manifest names (a file changed since is damage, not sent).
+          data = await bundleFile(join(dir, a.file), a.bytes);
+          if (data.length !== a.bytes || createHash('sha256').update(data).digest('hex') !== a.sha256) throw new BundleDamage(`${a.file} is not the file its manifest lists (size or SHA-256 differ)`);
         } catch (e) {
           if (await this.#damaged(id, dir, e)) return;
           throw e;
@@ -186,8 +207,17 @@ export class Shipper {
    * Returns whether `e` was such damage (or the bundle was removed meanwhile, by the spool's quota).
    */
   async #damaged(id: string, dir: string, e: unknown): Promise<boolean> {
-    if (!(e instanceof SyntaxError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') return false;
-    if (!(await lstat(dir).then((st) => st.isDirectory(), () => false))) return true;
+    if (!(e instanceof SyntaxError) && !(e instanceof BundleDamage) && (e as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    if (!(await lstat(dir).then((st) => st.isDirectory(), () => false))) {
+      // Removed by the spool's quota (then its ledger has it), or by someone else: then it goes in the
+      // ledger here, so the controller hears of it (it may hold the offered manifest, never stored).
+      if (!(await this.#o.spool.dropped()).some((d) => d.id === id)) {
+        await this.#o.spool.recordDropped({ id, bytes: 0, droppedAt: new Date().toISOString(), reason: 'removed from the spool before it was delivered' });
+        this.#o.metrics?.shipperFailures.inc({ reason: 'removed' });
+        this.#o.log({ level: 'error', msg: 'report bundle removed from the spool before it was delivered', report: id });
+      }
+      return true;
+    }
     const why = String((e as Error).message);
     await this.#o.spool.markRejected(id, `${DAMAGED} ${why}`);
     this.#o.metrics?.shipperFailures.inc({ reason: 'damaged' });
@@ -215,11 +245,12 @@ export class Shipper {
   async #sendDropped(signal: AbortSignal): Promise<void> {
     const { spool } = this.#o;
     const sentFile = join(spool.dir, DROPPED_SENT);
-    const sent = new Set((await readFile(sentFile, 'utf8').catch(() => '')).split('\n').filter((l) => l !== ''));
-    const notices: DroppedNotice[] = (await spool.dropped()).filter((d) => !sent.has(d.id));
+    const sent = new Set(((await readSpoolFile(sentFile, NOTE_MAX_BYTES).catch(() => undefined))?.toString('utf8') ?? '').split('\n').filter((l) => l !== ''));
+    // One notice per id (a ledger may list one twice: the quota and the shipper both saw it go).
+    const notices: DroppedNotice[] = [...new Map((await spool.dropped()).filter((d) => !sent.has(d.id)).map((d) => [d.id, d] as const)).values()];
     for (const e of await spool.entries()) {
       if (!e.rejected || sent.has(e.id)) continue;
-      const why = await readFile(join(e.dir, '.rejected'), 'utf8').then((t) => (JSON.parse(t) as { reason?: string }).reason ?? 'rejected', () => 'rejected');
+      const why = await readSpoolFile(join(e.dir, '.rejected'), NOTE_MAX_BYTES).then((t) => (JSON.parse(t?.toString('utf8') ?? '{}') as { reason?: string }).reason ?? 'rejected', () => 'rejected');
       // Older marks hold the controller's message alone.
       const reason = why.startsWith(REFUSED) || why.startsWith(DAMAGED) ? why : `${REFUSED} ${why}`;
       notices.push({ id: e.id, bytes: e.bytes, droppedAt: new Date().toISOString(), reason: reason.slice(0, 256) });
@@ -229,7 +260,7 @@ export class Shipper {
       await this.#o.client.request('POST', paths.dropped, { data: Buffer.from(JSON.stringify(batch)), type: 'application/json' }, signal);
       for (const d of batch) sent.add(d.id);
       // Only the ids still in the ledger or the spool matter: the file stays as small as they are.
-      await writeFile(sentFile, `${[...sent].slice(-20_000).join('\n')}\n`, { mode: 0o600 });
+      await writeSpoolFile(sentFile, `${[...sent].slice(-20_000).join('\n')}\n`);
     }
   }
 
@@ -245,7 +276,8 @@ export class Shipper {
         if (signal.aborted) break;
         this.#failures++;
         const ce = e instanceof ControllerError ? e : undefined;
-        metrics?.shipperFailures.inc({ reason: ce?.status === undefined ? 'network' : String(ce.status) });
+        // Not a ControllerError: the spool itself failed (a full or read-only disk), not the network.
+        metrics?.shipperFailures.inc({ reason: ce === undefined ? 'spool' : ce.status === undefined ? 'network' : String(ce.status) });
         const base = this.#o.backoffMs ?? 1000;
         const max = this.#o.maxBackoffMs ?? 300_000;
         const exp = Math.min(max, base * 2 ** Math.min(this.#failures - 1, 20));

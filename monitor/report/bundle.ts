@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsConstants, createReadStream } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants as fsConstants } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { sanitizeLine, sanitizeText } from '../../host-reader/console/sanitize.js';
 import type { StepResult } from '../diagnostics/runner.js';
 import type { Artifact, Verdict } from '../types.js';
@@ -126,7 +126,7 @@ export interface WrittenBundle {
 }
 
 export const DEFAULT_MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
-const MAX_MANIFEST_READ_BYTES = 8 * 1024 * 1024;
+export const MAX_MANIFEST_READ_BYTES = 8 * 1024 * 1024;
 const MAX_JSON_DEPTH = 16;
 const MAX_JSON_STRING_BYTES = 4096;
 const MAX_JSON_ARRAY = 1000;
@@ -365,7 +365,7 @@ export async function cleanSpool(spool: string, olderThanMs = 60 * 60 * 1000): P
   for (const e of entries) {
     if (!(e.isDirectory() || e.isFile()) || !e.name.startsWith('.tmp-')) continue;
     const path = join(spool, e.name);
-    const st = await stat(path).catch(() => undefined);
+    const st = await lstat(path).catch(() => undefined);
     if (st !== undefined && Date.now() - st.mtimeMs >= olderThanMs) {
       await rm(path, { recursive: true, force: true });
       removed += 1;
@@ -387,10 +387,11 @@ export async function readManifest(dir: string, options: ReadManifestOptions = {
   const path = join(dir, MANIFEST_FILE);
   let text: string;
   try {
-    const st = await stat(path);
-    if (st.size > MAX_MANIFEST_READ_BYTES) throw new ManifestError(path, [`file is ${st.size} bytes, more than ${MAX_MANIFEST_READ_BYTES}`]);
-    text = await readFile(path, 'utf8');
+    const data = await readSpoolFile(path, MAX_MANIFEST_READ_BYTES);
+    if (data === undefined) throw new ManifestError(path, ['not a regular file (a symlink?)']);
+    text = data.toString('utf8');
   } catch (cause) {
+    if (cause instanceof SpoolFileTooLarge) throw new ManifestError(path, [`file is ${cause.bytes} bytes, more than ${MAX_MANIFEST_READ_BYTES}`]);
     if (cause instanceof ReportError) throw cause;
     throw new ReportError(`cannot read ${path}: ${(cause as Error).message}`, { cause });
   }
@@ -406,8 +407,10 @@ export async function readManifest(dir: string, options: ReadManifestOptions = {
   if (options.verifyFiles ?? true) {
     for (const step of manifest.steps) {
       for (const a of step.artifacts) {
-        const data = await readFile(join(dir, a.file)).catch(() => undefined);
-        if (data === undefined) problems.push(`/steps/${step.index}: file ${a.file} is missing`);
+        // Read no more than the manifest says (and one byte to tell a longer file), never through a link.
+        const data = await readSpoolFile(join(dir, a.file), a.bytes).catch((e: unknown) => (e instanceof SpoolFileTooLarge ? e : undefined));
+        if (data === undefined) problems.push(`/steps/${step.index}: file ${a.file} is missing (or not a regular file)`);
+        else if (data instanceof SpoolFileTooLarge) problems.push(`/steps/${step.index}: file ${a.file} has ${data.bytes} bytes, not ${a.bytes}`);
         else if (data.length !== a.bytes) problems.push(`/steps/${step.index}: file ${a.file} has ${data.length} bytes, not ${a.bytes}`);
         else if (createHash('sha256').update(data).digest('hex') !== a.sha256) problems.push(`/steps/${step.index}: file ${a.file} does not match its sha256`);
       }
@@ -497,15 +500,117 @@ async function takeExternal(from: string, to: string, room: number): Promise<{ b
   return hashFile(to);
 }
 
-/** SHA-256 and size of a file, read streaming. */
+/** SHA-256 and size of a regular file, read streaming; a symlink (or a FIFO, a device) is refused, not followed. */
 export async function hashFile(path: string): Promise<{ bytes: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
+  const handle = await openRegular(path);
+  try {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of handle.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false })) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+    return { bytes, sha256: hash.digest('hex') };
+  } finally {
+    await handle.close();
   }
-  return { bytes, sha256: hash.digest('hex') };
+}
+
+/**
+ * Files of the spool are opened with O_NOFOLLOW (a symlink someone placed there is ELOOP, never
+ * followed) and O_NONBLOCK (a FIFO placed there does not block the open); what is open must be a
+ * regular file.
+ */
+const O_READ_NOFOLLOW = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+
+async function openRegular(path: string): Promise<import('node:fs/promises').FileHandle> {
+  const handle = await open(path, O_READ_NOFOLLOW);
+  const st = await handle.stat().catch(async (e: unknown) => {
+    await handle.close();
+    throw e;
+  });
+  if (!st.isFile()) {
+    await handle.close();
+    throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EFTYPE' });
+  }
+  return handle;
+}
+
+/** A file of the spool longer than its reader allows. */
+export class SpoolFileTooLarge extends ReportError {
+  override name = 'SpoolFileTooLarge';
+  constructor(
+    readonly path: string,
+    readonly bytes: number,
+    readonly max: number,
+  ) {
+    super(`${path}: ${bytes} bytes, more than the ${max} read`);
+  }
+}
+
+/**
+ * The bytes of `path`, a regular file of the spool, at most `maxBytes` (else SpoolFileTooLarge);
+ * undefined when it is missing, a symlink or not a regular file. Nothing is followed.
+ */
+export async function readSpoolFile(path: string, maxBytes: number): Promise<Buffer | undefined> {
+  let handle;
+  try {
+    handle = await openRegular(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP' || code === 'EFTYPE' || code === 'ENOTDIR') return undefined;
+    throw e;
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size > maxBytes) throw new SpoolFileTooLarge(path, size, maxBytes);
+    const buf = Buffer.alloc(size);
+    let got = 0;
+    while (got < size) {
+      const { bytesRead } = await handle.read(buf, got, size - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes `path` in the spool whole, mode 0600: a new temporary beside it (O_EXCL: a name that exists,
+ * a symlink too, is an error, never followed), flushed, then renamed over `path` (a symlink there is
+ * replaced, its target untouched).
+ */
+export async function writeSpoolFile(path: string, data: string | Uint8Array): Promise<void> {
+  // `.tmp-*`: one a crash leaves directly in the spool is removed by cleanSpool.
+  const tmp = join(dirname(path), `.tmp-${basename(path)}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    const handle = await open(tmp, 'wx', 0o600);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Appends to `path` in the spool (created 0600); a symlink there is ELOOP, never followed. */
+export async function appendSpoolFile(path: string, data: string): Promise<number> {
+  const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK, 0o600);
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EFTYPE' });
+    await handle.appendFile(data);
+    return st.size + Buffer.byteLength(data);
+  } finally {
+    await handle.close();
+  }
 }
 
 async function writeFileSynced(path: string, data: Uint8Array): Promise<void> {
@@ -527,8 +632,9 @@ async function syncDir(path: string): Promise<void> {
   }
 }
 
+/** Whether anything is at `path` (a symlink too, dangling or not). */
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
+  return lstat(path).then(
     () => true,
     () => false,
   );

@@ -1,6 +1,6 @@
-import { appendFile, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanSpool, isExternalArtifact, listSpool, writeBundle, type ReportInput, type WriteBundleOptions, type WrittenBundle } from './bundle.js';
+import { appendSpoolFile, cleanSpool, isExternalArtifact, listSpool, readSpoolFile, SpoolFileTooLarge, writeBundle, writeSpoolFile, type ReportInput, type WriteBundleOptions, type WrittenBundle } from './bundle.js';
 import { isSafeName } from '../../protocol/report-manifest.js';
 
 /**
@@ -17,8 +17,11 @@ import { isSafeName } from '../../protocol/report-manifest.js';
  *   bundle, but they never push out an undelivered report: they get the room that delivered (or
  *   refused) bundles free, within `maxExternalBytes`, or they are left out (deleted, listed as omitted).
  *
- * Nothing here follows a symlink placed in the spool: sizes come from lstat, and only real
- * directories with a safe name count as bundles.
+ * Nothing here follows a symlink placed in the spool: sizes come from lstat, only real directories
+ * with a safe name count as bundles, every file is opened with O_NOFOLLOW (bundle.ts readSpoolFile,
+ * writeSpoolFile, appendSpoolFile). A symlink in place of a bookkeeping file is removed; an undelivered
+ * bundle holding anything but regular files (a symlink in place of an artifact or of its manifest)
+ * is marked rejected, so the shipper never reads it. The spool directory is kept 0700, its files 0600.
  */
 
 export const SPOOL_QUOTA_DEFAULT = 512 * 1024 * 1024;
@@ -26,8 +29,14 @@ export const DELIVERED_MARK = '.delivered';
 /** The controller refused the bundle for good (invalid, too large): it will never be delivered. */
 export const REJECTED_MARK = '.rejected';
 export const DROPPED_LEDGER = '.dropped.jsonl';
+/** The shipper's record of the dropped reports it announced. */
+export const DROPPED_SENT = '.dropped.sent';
+/** Files of the spool's own (not bundles): a symlink in their place is removed. */
+const BOOKKEEPING_FILES = [DROPPED_LEDGER, DROPPED_SENT];
 /** The ledger is cut to its newer half when it grows beyond this. */
 const DROPPED_LEDGER_MAX_BYTES = 1024 * 1024;
+/** What is read of the ledger at most (it is cut at DROPPED_LEDGER_MAX_BYTES). */
+const DROPPED_LEDGER_READ_MAX_BYTES = 4 * DROPPED_LEDGER_MAX_BYTES;
 
 export interface SpoolEntryInfo {
   id: string;
@@ -50,6 +59,8 @@ export interface SpoolEvents {
   evicted?(e: { id: string; bytes: number; delivered: boolean }): void;
   /** A temporary directory of a crashed writer removed. */
   cleaned?(n: number): void;
+  /** Something that is not ours found in the spool (a symlink): removed, or its bundle rejected. */
+  refused?(e: { path: string; why: string }): void;
 }
 
 export interface SpoolOptions {
@@ -100,6 +111,7 @@ export class Spool {
 
   /** Every complete bundle, oldest first, with its size and state. */
   async entries(): Promise<SpoolEntryInfo[]> {
+    await this.#removeLinks();
     const out: SpoolEntryInfo[] = [];
     for (const e of await listSpool(this.dir)) {
       const st = await lstat(e.dir).catch(() => undefined);
@@ -109,9 +121,47 @@ export class Spool {
         bytes = await dirBytes(e.dir);
         this.#sizes.set(e.id, bytes);
       }
-      out.push({ id: e.id, dir: e.dir, bytes, delivered: await isFile(join(e.dir, DELIVERED_MARK)), rejected: await isFile(join(e.dir, REJECTED_MARK)) });
+      const delivered = await isFile(join(e.dir, DELIVERED_MARK));
+      let rejected = await isFile(join(e.dir, REJECTED_MARK));
+      // What is still to be sent is looked at each time: a link placed in it later is caught too.
+      if (!delivered && !rejected) rejected = await this.#rejectIfForeign(e.id, e.dir);
+      out.push({ id: e.id, dir: e.dir, bytes, delivered, rejected });
     }
     return out;
+  }
+
+  /**
+   * A symlink in place of a bookkeeping file (the ledger, the shipper's `.dropped.sent`) is removed:
+   * the next write makes a real file. Other links in the spool are left alone (and never followed).
+   */
+  async #removeLinks(): Promise<void> {
+    for (const name of BOOKKEEPING_FILES) {
+      const path = join(this.dir, name);
+      const st = await lstat(path).catch(() => undefined);
+      if (st === undefined || !st.isSymbolicLink()) continue;
+      await unlink(path).catch(() => undefined);
+      this.#events.refused?.({ path, why: 'a symlink in place of a bookkeeping file (removed, not followed)' });
+    }
+  }
+
+  /** Marks bundle `id` rejected when it holds anything but regular files; returns whether it did. */
+  async #rejectIfForeign(id: string, dir: string): Promise<boolean> {
+    const names = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    const foreign = names.find((n) => !n.isFile());
+    if (foreign === undefined) return false;
+    const what = foreign.isSymbolicLink() ? 'a symlink' : foreign.isDirectory() ? 'a directory' : 'not a regular file';
+    const why = `${foreign.name} is ${what}`;
+    if (foreign.isSymbolicLink()) await unlink(join(dir, foreign.name)).catch(() => undefined);
+    await this.markRejected(id, `not sent, the bundle is damaged: ${why}`);
+    this.#events.refused?.({ path: join(dir, foreign.name), why: `${why}: the bundle is not sent` });
+    return true;
+  }
+
+  /** The spool directory exists and is 0700 (one made by an operator with another mode is narrowed). */
+  async #ownDir(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const st = await lstat(this.dir);
+    if (st.isDirectory() && (st.mode & 0o777) !== 0o700) await chmod(this.dir, 0o700);
   }
 
   async usage(): Promise<{ bytes: number; bundles: number; delivered: number; undelivered: number; undeliveredBytes: number }> {
@@ -128,6 +178,7 @@ export class Spool {
 
   /** Removes crashed writers' temporaries and brings the spool within its quota. */
   async maintain(): Promise<void> {
+    await this.#ownDir();
     const n = await cleanSpool(this.dir, this.#tmpMaxAgeMs);
     if (n > 0) this.#events.cleaned?.(n);
     await this.#makeRoom(0);
@@ -135,6 +186,7 @@ export class Spool {
 
   /** Makes room for a bundle of at most maxBundleBytes, then writes it. */
   async write(input: ReportInput, options: Omit<WriteBundleOptions, 'maxTotalBytes' | 'maxExternalBytes'> = {}): Promise<WrittenBundle> {
+    await this.#ownDir();
     await this.#makeRoom(this.maxBundleBytes);
     let maxExternalBytes = 0;
     const wanted = await externalBytes(input);
@@ -165,9 +217,7 @@ export class Spool {
     const dir = join(this.dir, id);
     const st = await lstat(dir);
     if (!st.isDirectory()) throw new Error(`${dir} is not a bundle directory`);
-    const tmp = join(dir, `${mark}.tmp`);
-    await writeFile(tmp, `${JSON.stringify(content)}\n`, { mode: 0o600 });
-    await rename(tmp, join(dir, mark));
+    await writeSpoolFile(join(dir, mark), `${JSON.stringify(content)}\n`);
   }
 
   async isDelivered(id: string): Promise<boolean> {
@@ -176,7 +226,12 @@ export class Spool {
 
   /** The reports removed before they were delivered (newest last), as recorded in the ledger. */
   async dropped(): Promise<DroppedReport[]> {
-    const text = await readFile(join(this.dir, DROPPED_LEDGER), 'utf8').catch(() => '');
+    await this.#removeLinks();
+    const data = await readSpoolFile(join(this.dir, DROPPED_LEDGER), DROPPED_LEDGER_READ_MAX_BYTES).catch((e: unknown) => {
+      if (e instanceof SpoolFileTooLarge) return undefined; // not ours: recordDropped keeps it near 1 MiB
+      throw e;
+    });
+    const text = data?.toString('utf8') ?? '';
     const out: DroppedReport[] = [];
     for (const line of text.split('\n')) {
       if (line === '') continue;
@@ -203,18 +258,19 @@ export class Spool {
       await rm(e.dir, { recursive: true, force: true });
       this.#sizes.delete(e.id);
       used -= e.bytes;
-      if (!done(e)) await this.#recordDropped({ id: e.id, bytes: e.bytes, droppedAt: this.#now().toISOString(), reason: 'spool quota' });
+      if (!done(e)) await this.recordDropped({ id: e.id, bytes: e.bytes, droppedAt: this.#now().toISOString(), reason: 'spool quota' });
       this.#events.evicted?.({ id: e.id, bytes: e.bytes, delivered: done(e) });
     }
   }
 
-  async #recordDropped(d: DroppedReport): Promise<void> {
+  /** Records a report that will never be delivered in the ledger (the shipper announces it). */
+  async recordDropped(d: DroppedReport): Promise<void> {
+    await this.#removeLinks();
     const file = join(this.dir, DROPPED_LEDGER);
-    await appendFile(file, `${JSON.stringify(d)}\n`, { mode: 0o600 });
-    const st = await stat(file).catch(() => undefined);
-    if (st !== undefined && st.size > DROPPED_LEDGER_MAX_BYTES) {
-      const lines = (await readFile(file, 'utf8')).split('\n').filter((l) => l !== '');
-      await writeFile(file, `${lines.slice(Math.floor(lines.length / 2)).join('\n')}\n`, { mode: 0o600 });
+    const size = await appendSpoolFile(file, `${JSON.stringify(d)}\n`);
+    if (size > DROPPED_LEDGER_MAX_BYTES) {
+      const lines = ((await readSpoolFile(file, DROPPED_LEDGER_READ_MAX_BYTES))?.toString('utf8') ?? '').split('\n').filter((l) => l !== '');
+      await writeSpoolFile(file, `${lines.slice(Math.floor(lines.length / 2)).join('\n')}\n`);
     }
   }
 }

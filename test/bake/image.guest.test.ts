@@ -10,7 +10,7 @@ import { buildAgentBundle } from '../../build/agent-bundle.js';
 import { register as registerBake } from '../../cli/bake.js';
 import { UsageError } from '../../cli/usage-error.js';
 import { readInstallAssets, type InstallAssets } from '../../bake/assets.js';
-import { GuestfishSession, IMAGE_PATHS as P, libguestfsEnv } from '../../bake/image.js';
+import { gfQuote, GuestfishSession, IMAGE_PATHS as P, libguestfsEnv } from '../../bake/image.js';
 import { validateFile } from '../../guest-agent/config.js';
 
 /**
@@ -269,6 +269,14 @@ describe('eve-diag bake image (real libguestfs)', () => {
       expect(await file(`/c${P.crontabRoot}`, '600')).toBe(`0 3 * * * /usr/bin/backup\n* * * * * ${P.shAgent} mark\n`);
       expect(await file(`/c${P.sysctl}`, '644')).toMatch(/^kernel\.sysrq = 1$/m);
       expect(await exists(`/c${P.cron}`)).toBe(false);
+      // Guestfish is a shell-like language (`!cmd` and `| cmd` run a local shell): a hostile path,
+      // quoted by gfQuote as bake quotes every path it is given, stays one argument of one command.
+      // (Paths start with `/`: a relative one is an error that ends this session.)
+      const marker = img('pwned');
+      for (const path of [`/a|touch ${marker}`, `/a" | touch ${marker} #`, `/a !touch ${marker}`, `/a\n!touch ${marker}`, `/a\\" | touch ${marker}`, `/$(touch ${marker})`, `/a\r\n!touch ${marker}`]) {
+        expect(await one(`exists ${gfQuote(path)}`), JSON.stringify(path)).toBe('false');
+      }
+      expect(existsSync(marker)).toBe(false);
       // The boot partition is untouched.
       await gf.run(['mkmountpoint /boot', 'mount-ro /dev/sdc1 /boot']);
       expect((await one('ls /boot')).split('\n').filter((x) => x !== 'lost+found')).toEqual(['grub']);

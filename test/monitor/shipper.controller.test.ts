@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -321,8 +321,42 @@ describe('faults between the shipper and a real controller', { timeout: 40_000 }
         [true, false],
       ]);
       const reasons = new Map((await c.store.dropped()).map((d) => [d.reportId, d.reason]));
-      expect(reasons.get(gone!.id)).toMatch(/not sent, the bundle is damaged: ENOENT/);
+      expect(reasons.get(gone!.id)).toMatch(/not sent, the bundle is damaged: .* is missing or not a regular file/);
       expect(reasons.get(torn!.id)).toMatch(/not sent, the bundle is damaged: .*JSON/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('an artifact changed after its bundle was written, and a symlink in place of one: neither is sent (rejected and announced), the link never followed', async () => {
+    const { proxy, spool, token } = await setup('n-tampered', 4);
+    try {
+      const [, changed, linked] = await spool.entries();
+      const fileOf = (dir: string) => (JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as ReportManifest).steps[0]!.artifacts[0]!.file;
+      const f = join(changed!.dir, fileOf(changed!.dir));
+      const text = readFileSync(f, 'utf8');
+      await writeFile(f, text.replace('sysrq', 'SYSRQ')); // same size, other bytes
+      const secret = join(temp(), 'secret.txt');
+      await writeFile(secret, 'not the guest console: must never leave the node\n');
+      const l = join(linked!.dir, fileOf(linked!.dir));
+      await rm(l);
+      symlinkSync(secret, l);
+      const s = ship(proxy.url, token, spool);
+      await until('the two announced', async () => (await c.store.dropped()).filter((d) => d.reportId === changed!.id || d.reportId === linked!.id).length === 2, 20_000, () => s.failures().slice(-3));
+      await until('the others delivered', async () => (await spool.entries()).every((e) => e.delivered || e.rejected), 20_000);
+      await s.stop();
+      expect((await spool.entries()).map((e) => [e.delivered, e.rejected])).toEqual([
+        [true, false],
+        [false, true],
+        [false, true],
+        [true, false],
+      ]);
+      const reasons = new Map((await c.store.dropped()).map((d) => [d.reportId, d.reason]));
+      expect(reasons.get(changed!.id)).toMatch(/damaged: .*not the file its manifest lists/);
+      expect(reasons.get(linked!.id)).toMatch(/damaged: .* is a symlink/);
+      const blobs = await c.store.db.all('SELECT bytes FROM blobs');
+      expect(blobs.map((b) => Number(b['bytes']))).not.toContain(Buffer.byteLength(readFileSync(secret)));
+      expect(readFileSync(secret, 'utf8')).toMatch(/must never leave/);
     } finally {
       await proxy.close();
     }
