@@ -88,10 +88,11 @@ const BLOB_LOOKUPS_PER_QUERY = 500;
 
 /**
  * Artifacts whose size is not the size of the bytes their hash names: listed twice with two sizes,
- * or with another size than the blob the controller already holds. Such a report could be committed
- * without a single byte sent (the blob is there) and would list a size its file does not have.
+ * or with another size than a blob this node has already sent. Such a report could be committed
+ * without its bytes sent again (the blob is there) and would list a size its file does not have.
+ * (Blobs of other nodes are not looked at: an answer would tell a node that another holds them.)
  */
-async function sizeMismatches(store: Store, artifacts: readonly { file: string; bytes: number; sha256: string }[]): Promise<string[]> {
+async function sizeMismatches(store: Store, nodeId: number, artifacts: readonly { file: string; bytes: number; sha256: string }[]): Promise<string[]> {
   const claimed = new Map<string, { file: string; bytes: number }>();
   const out: string[] = [];
   for (const a of artifacts) {
@@ -102,7 +103,7 @@ async function sizeMismatches(store: Store, artifacts: readonly { file: string; 
   const shas = [...claimed.keys()];
   for (let i = 0; i < shas.length && out.length < 20; i += BLOB_LOOKUPS_PER_QUERY) {
     const chunk = shas.slice(i, i + BLOB_LOOKUPS_PER_QUERY);
-    const rows = await store.db.all(`SELECT sha256, bytes FROM blobs WHERE sha256 IN (${chunk.map(() => '?').join(', ')})`, chunk);
+    const rows = await store.db.all(`SELECT b.sha256, b.bytes FROM blobs b JOIN node_blobs o ON o.sha256 = b.sha256 AND o.node_id = ? WHERE b.sha256 IN (${chunk.map(() => '?').join(', ')})`, [nodeId, ...chunk]);
     for (const r of rows) {
       const a = claimed.get(String(r['sha256']));
       const held = Number(r['bytes']);
@@ -148,7 +149,7 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
       }
     }
     if (manifest.totalBytes > limits.maxReportBytes) throw new HttpError(413, `report of ${manifest.totalBytes} bytes, more than maxReportBytes ${limits.maxReportBytes}`);
-    const wrongSizes = await sizeMismatches(store, manifest.steps.flatMap((s) => s.artifacts));
+    const wrongSizes = await sizeMismatches(store, nodeId, manifest.steps.flatMap((s) => s.artifacts));
     if (wrongSizes.length > 0) throw new HttpError(400, `invalid manifest: ${wrongSizes[0]}`, { problems: wrongSizes });
     const sha = createHash('sha256').update(text).digest('hex');
     const known = await store.reportByNodeId(nodeId, manifest.id);
@@ -169,7 +170,7 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     const offer: ReportOffer =
       r.status === 'stored'
         ? { id: manifest.id, status: 'stored', missing: [], ack: await store.commitReport(r.key) }
-        : { id: manifest.id, status: 'pending', missing: await store.missingBlobs(shas) };
+        : { id: manifest.id, status: 'pending', missing: await store.missingBlobs(nodeId, shas) };
     return reply.code(r.status === 'stored' ? 200 : 202).send(offer);
   });
 
@@ -184,7 +185,7 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     if (body.length !== wanted.bytes) throw new HttpError(400, `artifact ${wanted.file}: ${body.length} bytes received, the manifest says ${wanted.bytes} (truncated?)`);
     const got = createHash('sha256').update(body).digest('hex');
     if (got !== sha256) throw new HttpError(400, `artifact ${wanted.file}: the bytes hash to ${got}, not ${sha256}`);
-    await store.putBlob(sha256, body);
+    await store.putBlob(sha256, body, nodeId);
     d.count?.('artifact');
     d.count?.('bytes', body.length);
     return reply.code(201).send({ sha256, bytes: body.length, stored: true });
@@ -196,7 +197,7 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     const r = await reportOf(nodeId, id);
     // A blob another report sent after this one's offer may not be of the size this manifest says
     // (checked here, before the commit: a stored blob never changes size).
-    const wrongSizes = r.status === 'pending' ? await sizeMismatches(store, await store.artifacts(r.key)) : [];
+    const wrongSizes = r.status === 'pending' ? await sizeMismatches(store, nodeId, await store.artifacts(r.key)) : [];
     if (wrongSizes.length > 0) throw new HttpError(400, `report ${id} cannot be stored: ${wrongSizes[0]}`, { problems: wrongSizes });
     try {
       const ack = await store.commitReport(r.key);
@@ -208,7 +209,7 @@ export function registerIngest(app: FastifyInstance, d: IngestDeps): void {
     } catch (e) {
       if (e instanceof ConflictError) {
         const shas = (await store.artifacts(r.key)).map((a) => a.sha256);
-        throw new HttpError(409, e.message, { missing: await store.missingBlobs(shas) });
+        throw new HttpError(409, e.message, { missing: await store.missingBlobs(nodeId, shas) });
       }
       throw e;
     }

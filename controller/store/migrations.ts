@@ -166,10 +166,30 @@ CREATE INDEX reports_verdict_latest ON reports (verdict, status, key);
 `;
 }
 
+/**
+ * v4: which node has sent which blob. Blobs are content-addressed and shared, but a node is asked for
+ * (and must send) every artifact it has not sent itself: without this, a node that knew the SHA-256
+ * of another node's artifact could list it in a report of its own, never send a byte, and read the
+ * bytes back. The blobs of the reports each node has stored count as sent by it.
+ */
+function v4(d: Dialect): string {
+  return `
+CREATE TABLE node_blobs (
+  node_id ${int(d)} NOT NULL REFERENCES nodes(id),
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (node_id, sha256)
+);
+INSERT INTO node_blobs (node_id, sha256)
+  SELECT DISTINCT r.node_id, a.sha256 FROM report_artifacts a JOIN reports r ON r.key = a.report_key
+  WHERE r.status = 'stored';
+`;
+}
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial schema', sql: { sqlite: v1('sqlite'), postgres: v1('postgres') } },
   { version: 2, name: 'findings summary on reports', sql: { sqlite: v2(), postgres: v2() } },
   { version: 3, name: 'indexes of the newest reports per app, node and verdict', sql: { sqlite: v3(), postgres: v3() } },
+  { version: 4, name: 'the blobs each node has sent', sql: { sqlite: v4('sqlite'), postgres: v4('postgres') } },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -264,28 +264,36 @@ export class Store {
     return r === undefined ? undefined : { step: num(r['step']), kind: str(r['kind']), file: str(r['file']), name: str(r['name']), mediaType: str(r['media_type']), bytes: num(r['bytes']), sha256: str(r['sha256']) };
   }
 
-  /** Of `shas`, those no blob is stored for (in their order, each once). */
-  async missingBlobs(shas: readonly string[]): Promise<string[]> {
+  /**
+   * Of `shas`, those node `nodeId` has to send (in their order, each once): every one it has not sent
+   * itself, stored or not (a node never gets another node's bytes by naming their hash).
+   */
+  async missingBlobs(nodeId: number, shas: readonly string[]): Promise<string[]> {
     const unique = [...new Set(shas)];
     const present = new Set<string>();
     for (let i = 0; i < unique.length; i += BLOB_LOOKUPS_PER_QUERY) {
       const chunk = unique.slice(i, i + BLOB_LOOKUPS_PER_QUERY);
-      const rows = await this.db.all(`SELECT sha256 FROM blobs WHERE sha256 IN (${chunk.map(() => '?').join(', ')})`, chunk);
+      const rows = await this.db.all(`SELECT b.sha256 FROM blobs b JOIN node_blobs o ON o.sha256 = b.sha256 AND o.node_id = ? WHERE b.sha256 IN (${chunk.map(() => '?').join(', ')})`, [nodeId, ...chunk]);
       for (const r of rows) present.add(str(r['sha256']));
     }
     return unique.filter((sha) => !present.has(sha));
   }
 
-  /** Stores an artifact's bytes under their hash (the caller checked it); a second copy is a no-op. */
-  async putBlob(sha256: string, data: Buffer): Promise<void> {
-    if ((await this.db.get('SELECT 1 AS x FROM blobs WHERE sha256 = ?', [sha256])) !== undefined) return;
-    if (this.blobs === 'in-db') {
-      await this.db.run('INSERT INTO blobs (sha256, bytes, stored_at, data) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING', [sha256, data.length, now(), data]);
-    } else {
-      // The file first: a row means the bytes are there.
-      await this.blobs.put(sha256, data);
-      await this.db.run('INSERT INTO blobs (sha256, bytes, stored_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING', [sha256, data.length, now()]);
+  /**
+   * Stores an artifact's bytes under their hash (the caller checked it; a second copy is not stored
+   * again) and records that node `sender` sent them (undefined: bytes put in by the operator's tools).
+   */
+  async putBlob(sha256: string, data: Buffer, sender?: number): Promise<void> {
+    if ((await this.db.get('SELECT 1 AS x FROM blobs WHERE sha256 = ?', [sha256])) === undefined) {
+      if (this.blobs === 'in-db') {
+        await this.db.run('INSERT INTO blobs (sha256, bytes, stored_at, data) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING', [sha256, data.length, now(), data]);
+      } else {
+        // The file first: a row means the bytes are there.
+        await this.blobs.put(sha256, data);
+        await this.db.run('INSERT INTO blobs (sha256, bytes, stored_at) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING', [sha256, data.length, now()]);
+      }
     }
+    if (sender !== undefined) await this.db.run('INSERT INTO node_blobs (node_id, sha256) VALUES (?, ?) ON CONFLICT (node_id, sha256) DO NOTHING', [sender, sha256]);
   }
 
   async blob(sha256: string): Promise<Buffer | undefined> {
@@ -306,7 +314,11 @@ export class Store {
     return this.db.tx(async (tx) => {
       const r = await this.#report(tx, key);
       if (r === undefined) throw new Error(`no report ${key}`);
-      const arts = await tx.all('SELECT DISTINCT a.sha256, a.bytes, b.sha256 AS present FROM report_artifacts a LEFT JOIN blobs b ON b.sha256 = a.sha256 WHERE a.report_key = ? ORDER BY a.sha256', [key]);
+      // Present: stored, and sent by this report's node (see missingBlobs).
+      const arts = await tx.all(
+        'SELECT DISTINCT a.sha256, a.bytes, o.sha256 AS present FROM report_artifacts a LEFT JOIN blobs b ON b.sha256 = a.sha256 LEFT JOIN node_blobs o ON o.sha256 = b.sha256 AND o.node_id = ? WHERE a.report_key = ? ORDER BY a.sha256',
+        [r.nodeId, key],
+      );
       const missing = arts.filter((a) => a['present'] === null).map((a) => str(a['sha256']));
       if (missing.length > 0) throw new ConflictError(`artifacts not received yet: ${missing.join(', ')}`);
       let storedAt = r.storedAt;

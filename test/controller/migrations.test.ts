@@ -146,6 +146,41 @@ describe.each(backends)('$name', (b) => {
     }
   });
 
+  test('from version 3: migration 4 counts the blobs of each node\'s stored reports as sent by it, and only those', async () => {
+    const where = await b.location();
+    await (await openStore(where, { migrateTo: 3 })).close();
+    const now = '2026-12-01T10:00:00.000Z';
+    for (const n of ['edge-1', 'edge-2']) await b.sql(where, 'INSERT INTO nodes (name, created_at) VALUES (?, ?)', [n, now]);
+    const ids = (await b.sql(where, 'SELECT id FROM nodes ORDER BY name')).map((r) => Number(r['id']));
+    const [shaA, shaB, shaP] = ['a'.repeat(64), 'b'.repeat(64), 'c'.repeat(64)] as const;
+    for (const sha of [shaA, shaB, shaP]) await b.sql(where, 'INSERT INTO blobs (sha256, bytes, stored_at) VALUES (?, 1, ?)', [sha, now]);
+    for (const [node, rid, status, sha] of [
+      [ids[0], 'r1', 'stored', shaA],
+      [ids[0], 'r2', 'stored', shaB],
+      [ids[1], 'r3', 'pending', shaP],
+    ] as const) {
+      await b.sql(
+        where,
+        "INSERT INTO reports (node_id, report_id, app, verdict, reason, created_at, received_at, stored_at, status, manifest, manifest_sha256, total_bytes) VALUES (?, ?, 'vm1', 'guest-panicked', 'r', ?, ?, ?, ?, '{}', 'x', 1)",
+        [node, rid, now, now, now, status],
+      );
+      const key = (await b.sql(where, 'SELECT key FROM reports WHERE report_id = ?', [rid]))[0]?.['key'];
+      await b.sql(where, "INSERT INTO report_artifacts (report_key, step, kind, file, name, media_type, bytes, sha256) VALUES (?, 0, 'k', 'f', 'n', 'text/plain', 1, ?)", [key, sha]);
+    }
+    const store = await openStore(where);
+    try {
+      expect((await b.sql(where, 'SELECT node_id, sha256 FROM node_blobs ORDER BY sha256')).map((r) => [Number(r['node_id']), r['sha256']])).toEqual([
+        [ids[0], shaA],
+        [ids[0], shaB],
+      ]);
+      expect(await store.missingBlobs(ids[0] as number, [shaA, shaB, shaP])).toEqual([shaP]);
+      // The other node sent none of them (its report is pending): it is asked for every one.
+      expect(await store.missingBlobs(ids[1] as number, [shaA, shaP])).toEqual([shaA, shaP]);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a database newer than this controller is refused, and left as it is', async () => {
     const where = await b.location();
     await (await openStore(where)).close();

@@ -351,6 +351,42 @@ describe('node B cannot touch node A', () => {
     expect((await call(ctl, 'GET', `/api/v1/reports/${a.key}`, { token: tokenA })).status).toBe(200);
   });
 
+  test('blobs: B naming the SHA-256 of A\'s artifact is asked for its bytes, cannot commit without them, and learns nothing of whether the controller holds it', async () => {
+    const size = Number((await store.db.get('SELECT bytes FROM blobs WHERE sha256 = ?', [a.sha]))?.['bytes']);
+    expect(size).toBeGreaterThan(0);
+    const claim = async (id: string, bytes: number) => {
+      const b = await bundle(a.app, 'B has not got these bytes\n');
+      const m = structuredClone(b.manifest);
+      const art = m.steps[0]!.artifacts[0]!;
+      m.totalBytes += bytes - art.bytes;
+      art.bytes = bytes;
+      art.sha256 = a.sha;
+      return { ...b, manifest: { ...m, id }, text: JSON.stringify({ ...m, id }) };
+    };
+    const b = await claim(`claims-${randomUUID()}`, size);
+    const offer = await call(ctl, 'POST', '/api/v1/reports', { token: tokenB, body: b.text });
+    expect(offer.status, offer.body).toBe(202);
+    expect((offer.json as unknown as ReportOffer).missing).toContain(a.sha);
+    const commit = await call(ctl, 'POST', `/api/v1/reports/${b.manifest.id}/commit`, { token: tokenB });
+    expect(commit.status).toBe(409);
+    expect(commit.json['missing']).toContain(a.sha);
+    expect((await call(ctl, 'PUT', `/api/v1/reports/${b.manifest.id}/artifacts/${a.sha}`, { token: tokenB, body: Buffer.alloc(size, 0x41), type: 'application/octet-stream' })).status).toBe(400);
+    expect((await call(ctl, 'GET', '/api/v1/reports', { token: tokenB })).body).not.toContain(b.manifest.id);
+    // Another size for that hash: the same answer as for a hash nobody sent (no oracle of what A holds).
+    const liar = await claim(`claims-${randomUUID()}`, size + 7);
+    const other = await call(ctl, 'POST', '/api/v1/reports', { token: tokenB, body: liar.text });
+    expect(other.status, other.body).toBe(202);
+    // A node that has the bytes sends them once and commits; the blob is still stored once.
+    const blobs = Number((await store.db.get('SELECT COUNT(*) AS n FROM blobs'))?.['n']);
+    const real = Buffer.from((await call(ctl, 'GET', `/api/v1/reports/${a.key}/files/${a.file}`, { token: tokenA })).body, 'utf8');
+    expect((await call(ctl, 'PUT', `/api/v1/reports/${b.manifest.id}/artifacts/${a.sha}`, { token: tokenB, body: real, type: 'application/octet-stream' })).status).toBe(201);
+    for (const h of (offer.json as unknown as ReportOffer).missing.filter((h) => h !== a.sha)) {
+      expect((await call(ctl, 'PUT', `/api/v1/reports/${b.manifest.id}/artifacts/${h}`, { token: tokenB, body: b.files.get(h) as Buffer, type: 'application/octet-stream' })).status).toBe(201);
+    }
+    expect((await call(ctl, 'POST', `/api/v1/reports/${b.manifest.id}/commit`, { token: tokenB })).status).toBe(200);
+    expect(Number((await store.db.get('SELECT COUNT(*) AS n FROM blobs'))?.['n'])).toBe(blobs + 1); // B's qmp.json only
+  });
+
   test('logs: B writing logs for A\'s app name stores them under B; A\'s logs are unchanged', async () => {
     const idA = (await store.nodeId('node-a', false)) as number;
     const idB = (await store.nodeId('node-b', false)) as number;

@@ -451,7 +451,7 @@ describe('uploading a report step by step', () => {
                 expect(a.status).toBe(404);
                 continue;
               }
-              const missing = await h.store.missingBlobs(shas);
+              const missing = await h.store.missingBlobs((await h.store.nodeId('fuzz-node')) as number, shas);
               saw(`commit ${a.status}`);
               if (a.status === 200) {
                 expect(missing).toEqual([]);
