@@ -6,6 +6,7 @@
 #        bash bench/run.sh controller [--help | options] bench/controller.ts (controller ingest, reads, RSS; needs dist/)
 #        bash bench/run.sh soak [--help | options]       bench/soak.ts (false alarms: 4 guests under stress-ng)
 #        bash bench/run.sh fleet [--help | options]      bench/fleet.ts (the monitor's CPU and RSS for 10..3000 simulated VMs)
+#        bash bench/run.sh faults [--help | options]     bench/faults.ts (the fault suite's scoreboard; needs dist/)
 #        bash bench/run.sh fuzz [RUNS [SEED]]             test/fuzz with RUNS cases per property (default 100000)
 #        bash bench/run.sh fuzz-coverage [RUNS]           test/fuzz's line and branch coverage of the decoders it fuzzes (default 300 runs)
 set -euo pipefail
@@ -29,7 +30,7 @@ if [ "${1:-}" = fuzz-coverage ]; then
     --coverage.include='host-reader/erst/**' --coverage.include='controller/api/**' --coverage.include='controller/logs.ts'
 fi
 case "${1:-}" in
-  detection | controller | soak | fleet) bench=$1; shift ;;
+  detection | controller | soak | fleet | faults) bench=$1; shift ;;
 esac
 mkdir -p .cache/bench
 npx esbuild "bench/$bench.ts" --bundle --platform=node --format=esm --packages=external \

@@ -12,10 +12,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 export type FaultAction =
   /** Pass the request and its answer through. */
   | { kind: 'forward' }
-  /** Answer it here (the server never sees it), then close the connection. */
-  | { kind: 'answer'; status: number; body?: string }
-  /** Pass the head and the first `afterBodyBytes` bytes of the body, then cut both connections. */
-  | { kind: 'cut'; afterBodyBytes: number }
+  /** Answer it here (the server never sees it), with these extra headers (e.g. Retry-After), then close the connection. */
+  | { kind: 'answer'; status: number; body?: string; headers?: Record<string, string> }
+  /** Pass the head and the first `afterBodyBytes` bytes of the body, then cut both connections (`reset`: the client's with a TCP RST, not a FIN). */
+  | { kind: 'cut'; afterBodyBytes: number; reset?: boolean }
   /** Pass the request; when the answer starts, cut both connections: the server did it, the client never hears. */
   | { kind: 'drop-answer' }
   /** Pass the request, and a copy of it at the same time to `to` (a retry racing its original, on another instance); the copy's answer is only recorded. */
@@ -154,7 +154,8 @@ class Conn {
     this.#dead = true;
     this.#in.close();
     this.#out.close();
-    this.client.destroy();
+    if (this.#action.kind === 'cut' && this.#action.reset === true) this.client.resetAndDestroy();
+    else this.client.destroy();
     this.#up.destroy();
     this.p.conns.delete(this);
   }
@@ -235,7 +236,10 @@ class Conn {
       const body = a.body ?? JSON.stringify({ error: `fault proxy: ${a.status}` });
       this.#upEnded = true;
       this.#up.destroy();
-      this.#out.push(Buffer.from(`HTTP/1.1 ${a.status} Fault\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`));
+      const extra = Object.entries(a.headers ?? {})
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('');
+      this.#out.push(Buffer.from(`HTTP/1.1 ${a.status} Fault\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`));
       if (this.#out.empty) this.client.end();
     }
   }

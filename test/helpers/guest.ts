@@ -36,6 +36,11 @@ export interface LaunchOptions {
   reboot?: boolean;
   /** How long to wait for the ready line; default 60 s (SeaBIOS) or 120 s (OVMF). */
   bootTimeoutMs?: number;
+  /**
+   * An existing directory for the sockets and the console log instead of a new temporary one (a
+   * second QEMU on the same paths: EVE restarting an app). stop() leaves it in place.
+   */
+  dir?: string;
 }
 
 export interface Guest {
@@ -90,7 +95,8 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
     throw new Error(`${OVMF_CODE} or ${OVMF_VARS} missing: apt-get install ovmf`);
   }
   const image = await buildGuestImage({ ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}), ...(opts.modules !== undefined ? { modules: opts.modules } : {}) });
-  const dir = await mkdtemp(join(tmpdir(), 'eve-diag-guest-')); // mkdtemp(3) creates it 0700
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'eve-diag-guest-'))); // mkdtemp(3) creates it 0700
+  const ownsDir = opts.dir === undefined;
   const paths = {
     qmpPath: join(dir, 'qmp.sock'),
     consolePath: join(dir, 'cons.sock'),
@@ -118,7 +124,7 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   ];
   if (firmware === 'ovmf') {
     await copyFile(OVMF_VARS, ovmfVars).catch(async (err: unknown) => {
-      await rm(dir, { recursive: true, force: true });
+      if (ownsDir) await rm(dir, { recursive: true, force: true });
       throw err;
     });
   }
@@ -130,7 +136,7 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
     setpriv === undefined
       ? spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] })
       : spawn(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const guest = new QemuGuest(child, dir, paths, image.release);
+  const guest = new QemuGuest(child, dir, paths, image.release, ownsDir);
   live.add(guest);
   try {
     await guest.waitForConsole(READY_RE, opts.bootTimeoutMs ?? (firmware === 'ovmf' ? 120_000 : 60_000));
@@ -160,6 +166,7 @@ class QemuGuest implements Guest {
     readonly dir: string,
     paths: { qmpPath: string; consolePath: string; consoleLogPath: string },
     readonly kernelRelease: string,
+    private readonly ownsDir = true,
   ) {
     ({ qmpPath: this.qmpPath, consolePath: this.consolePath, consoleLogPath: this.consoleLogPath } = paths);
     child.stderr?.setEncoding('utf8').on('data', (s: string) => {
@@ -300,13 +307,13 @@ class QemuGuest implements Guest {
       await this.exited;
     }
     live.delete(this);
-    await rm(this.dir, { recursive: true, force: true });
+    if (this.ownsDir) await rm(this.dir, { recursive: true, force: true });
   }
 
   /** Synchronous last resort for the process 'exit' handler. */
   killNow(): void {
     if (this.exitDetail === undefined) this.child.kill('SIGKILL');
-    rmSync(this.dir, { recursive: true, force: true });
+    if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
