@@ -28,7 +28,8 @@ import { compileRegex, errnoCode, errorText, failure, success, unknown } from '.
  * newest file changed (newlogd rotates at ~550 kB), is read again from its start. Lines are bounded
  * (`maxLineBytes`; longer ones are cut, counted in `cutLines`), invalid JSON entries are skipped and
  * counted (`invalidLines`). A file that does not exist (yet) is `unknown`; once it appears its whole
- * content is new.
+ * content is new. A file replaced under its path (renamed away, a new one made) is `unknown` until
+ * something is written to the new one: QEMU keeps writing the renamed file through its descriptor.
  *
  * Timing: a mark is fresh when this probe saw it appear within `withinPeriods` × period (host time;
  * the resolution is the probe's period). The first run that finds the file is a baseline: the marks
@@ -145,6 +146,12 @@ export class LogMarksProbe implements Probe {
   #otherSourceLines = 0;
   #skippedBytes = 0;
   #resets = 0;
+  /**
+   * When the file at the path was replaced (rotated) and nothing has been written to the new one since:
+   * a writer that keeps its descriptor (QEMU's chardev logfile) still writes the old file, so marks no
+   * longer showing up here say nothing of the guest.
+   */
+  #replacedAt: number | undefined;
 
   constructor(params: LogMarksParams, ctx: LogMarksContext) {
     this.#source = params.source ?? 'console';
@@ -208,7 +215,9 @@ export class LogMarksProbe implements Probe {
     if (reset !== undefined) {
       this.#resets += 1;
       this.#lines.reset();
+      if (reset !== 'truncated') this.#replacedAt = now;
     }
+    if (read.data.length > 0) this.#replacedAt = undefined;
     if (read.skipped > 0) {
       this.#skippedBytes += read.skipped;
       this.#lines.resync();
@@ -295,6 +304,9 @@ export class LogMarksProbe implements Probe {
       return unknown(`baseline: ${newMarks > 0 ? `last ${seqText} already in the log` : 'no mark in the log yet'}`, evidence);
     }
     if (newMarks > 0) return success(`${newMarks} new mark(s), last ${seqText}`, evidence);
+    if (this.#replacedAt !== undefined) {
+      return unknown(`the log was replaced ${fmt(now - this.#replacedAt)} ago and nothing has been written to the new file since (its writer may still write the old one: QEMU keeps its descriptor)`, { ...evidence, replacedAgoMs: Math.round(now - this.#replacedAt) });
+    }
     if (ageMs !== undefined) {
       return ageMs <= this.#maxAgeMs
         ? success(`last ${seqText} seen ${fmt(ageMs)} ago`, evidence)

@@ -62,6 +62,23 @@ function setup() {
 }
 
 describe('Manager', () => {
+  test('a probe that turns unknown (a console held by another client) is logged once, when it starts, and the verdict stays', async () => {
+    const { clock, logs, probes, m } = setup();
+    await m.sync([app('vm1')]);
+    await clock.advance(2000);
+    probes.get('vm1/kernel')!.next = { outcome: 'unknown', detail: 'cannot tell' };
+    await clock.advance(5000);
+    const said = logs.filter((l) => l.msg === 'scenario result unknown');
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatchObject({ app: 'vm1', scenario: 'kernel', result: 'success', detail: 'cannot tell' });
+    expect(m.status()[0]?.verdict).toBe('running-healthy');
+    probes.get('vm1/kernel')!.next = ok('kernel-heartbeat');
+    await clock.advance(2000);
+    probes.get('vm1/kernel')!.next = { outcome: 'unknown', detail: 'again' };
+    await clock.advance(2000);
+    expect(logs.filter((l) => l.msg === 'scenario result unknown').map((l) => l['detail'])).toEqual(['cannot tell', 'again']);
+  });
+
   test('healthy, then kernel stalls: guest-kernel-hung, one diagnostic run, cooldown holds the next', async () => {
     const { clock, logs, runs, probes, m, metrics } = setup();
     await m.sync([app('vm1', 60_000)]);

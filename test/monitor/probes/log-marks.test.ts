@@ -182,6 +182,29 @@ describe('log-marks, console source', () => {
     expect(joined.evidence).toMatchObject({ newMarks: 1, lastSeq: 3, resets: 2 });
   });
 
+  test('rotated by rename while the writer keeps the old file (QEMU\'s logfile): unknown while the new file stays empty, never a failure; marks in the new file count again', async () => {
+    const { file, run, advance } = setup();
+    await writeFile(file, mark(1));
+    await run();
+    advance(1000);
+    await appendFile(file, mark(2));
+    expect((await run()).outcome).toBe('success');
+    await rename(file, `${file}.1`);
+    await writeFile(file, '');
+    for (let i = 0; i < 6; i++) {
+      advance(PERIOD);
+      await appendFile(`${file}.1`, mark(3 + i)); // the writer's descriptor: the old file
+      const r = await run();
+      expect(r.outcome, r.detail).toBe('unknown');
+      expect(r.detail).toMatch(/the log was replaced .* ago and nothing has been written to the new file since/);
+    }
+    // The writer reopened the path: marks there are marks again, and their absence a failure again.
+    await appendFile(file, mark(20));
+    expect((await run()).outcome).toBe('success');
+    advance(3 * PERIOD);
+    expect((await run()).outcome).toBe('failure');
+  });
+
   test('huge lines are cut, a flood skips to the newest bytes: memory stays bounded', async () => {
     const { file, run, advance } = setup({ maxReadBytes: 64 * 1024, maxLineBytes: 1024 });
     await writeFile(file, '');
