@@ -37,7 +37,7 @@ export const PACKAGES = {
     'xz-utils': 'unpacking Linux 6.12’s .ko.xz modules',
     kmod: 'depmod, the module dependencies of a fetched guest kernel',
     dash: 'the POSIX-sh agent under dash',
-    systemd: 'systemd-analyze verifies the agent’s units',
+    systemd: 'systemd-analyze verifies the agent’s units and the host’s (packaging/systemd)',
     'libguestfs-tools': 'guestfish and qemu-img for `bake image`',
     'postgresql-15': 'PostgreSQL 15, the controller’s shared store (a cluster per test run)',
     chromium: 'Chromium, the dashboard’s browser tests (driven by playwright-core)',

@@ -15,8 +15,12 @@ import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitStatus, UsageError } from './usa
 import { isMainModule } from '../util/main-module.js';
 import { repoRoot } from '../util/repo-root.js';
 
-/** The version in the package.json this CLI was installed with. */
+/** Set by esbuild in the single-file bundle (build/host-bundle.ts), which has no package.json beside it. */
+declare const EVE_DIAG_VERSION: string | undefined;
+
+/** The version in the package.json this CLI was installed with (or the bundle was built from). */
 function packageVersion(): string {
+  if (typeof EVE_DIAG_VERSION === 'string') return EVE_DIAG_VERSION;
   try {
     return (JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
   } catch {

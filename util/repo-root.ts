@@ -10,7 +10,7 @@ export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
     const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}: this needs the files of the installed package (the single-file bundle dist/eve-diag.mjs carries the host side only; install the package: npm i -g eve-diag-*.tgz)`);
     dir = up;
   }
   return dir;

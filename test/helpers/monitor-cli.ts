@@ -30,9 +30,10 @@ export function killMonitors(): void {
   live.clear();
 }
 
-export function startMonitor(config: string, extraArgs: readonly string[] = ['--metrics', '127.0.0.1:0']): MonitorProcess {
-  if (!existsSync(CLI)) throw new Error(`${CLI} missing: run npm run build first`);
-  const child = spawn(process.execPath, [CLI, 'monitor', '--config', config, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `cli`: the script to run (default the compiled CLI; the single-file bundle dist/eve-diag.mjs runs the same way). */
+export function startMonitor(config: string, extraArgs: readonly string[] = ['--metrics', '127.0.0.1:0'], cli = CLI): MonitorProcess {
+  if (!existsSync(cli)) throw new Error(`${cli} missing: run npm run build first`);
+  const child = spawn(process.execPath, [cli, 'monitor', '--config', config, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   const lines: LogLine[] = [];
   let buf = '';
