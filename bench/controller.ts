@@ -621,6 +621,8 @@ async function fill(store: Store, fx: Fixtures, nodeIds: number[], have: number,
     });
     if ((start / batch) % 20 === 19) progress(`  filled ${start + count}/${n}`);
   }
+  // The events went in through SQL, not addEvents: the fleet state is computed from them once.
+  await store.refreshFleet();
   // PostgreSQL's autovacuum would ANALYZE tables this size within a minute; do it now rather than
   // measure plans made for empty tables. (SQLite: the controller never runs ANALYZE, neither do we.)
   if (store.db.dialect === 'postgres') await store.db.run('ANALYZE');

@@ -2,6 +2,7 @@ import type { DroppedNotice, ReportAck, VerdictEvent } from '../../protocol/cont
 import type { ReportManifest } from '../../protocol/report-manifest.js';
 import type { BlobFiles } from './blobs.js';
 import type { Db, Row } from './db.js';
+import { FLEET_STATE_SELECT } from './migrations.js';
 
 /**
  * The controller's data, one implementation over both databases (db.ts): nodes and their tokens,
@@ -382,8 +383,9 @@ export class Store {
   async addEvents(nodeId: number, events: readonly VerdictEvent[]): Promise<number> {
     return this.db.tx(async (tx) => {
       let n = 0;
+      const touched = new Set<string>();
       for (const e of events) {
-        n += await tx.run('INSERT INTO events (node_id, event_id, app, verdict, reason, at, received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, event_id) DO NOTHING', [
+        const added = await tx.run('INSERT INTO events (node_id, event_id, app, verdict, reason, at, received_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id, event_id) DO NOTHING', [
           nodeId,
           e.id,
           e.app,
@@ -393,8 +395,21 @@ export class Store {
           now(),
           JSON.stringify({ kernel: e.kernel ?? null, agent: e.agent ?? null }),
         ]);
+        if (added > 0) touched.add(e.app);
+        n += added;
       }
+      if (touched.size > 0) await refreshFleet(tx, nodeId, [...touched]);
       return n;
+    });
+  }
+
+  /**
+   * Recomputes the fleet state of every app from its events: for events put in by other means than
+   * addEvents (bench/controller.ts fills the store through SQL). addEvents keeps it current itself.
+   */
+  async refreshFleet(): Promise<void> {
+    await this.db.tx(async (tx) => {
+      for (const r of await tx.all('SELECT DISTINCT node_id, app FROM events ORDER BY node_id, app')) await refreshFleet(tx, num(r['node_id']), [str(r['app'])]);
     });
   }
 
@@ -457,20 +472,15 @@ export class Store {
    * `cur` is materialized so that other_at is computed once per app, not once per event it bounds.
    */
   async fleet(nodeId?: number): Promise<FleetRow[]> {
-    const scope = nodeId === undefined ? '' : 'WHERE node_id = ?';
+    const scope = nodeId === undefined ? '' : 'WHERE f.node_id = ?';
     const params = nodeId === undefined ? [] : [nodeId];
+    // fleet_state: each app's newest event and since when (kept by addEvents); the newest stored
+    // report of each app through the reports_latest index.
     const rows = await this.db.all(
-      `WITH pairs AS (SELECT DISTINCT node_id, app FROM events ${scope}),
-       latest AS (SELECT (SELECT e2.key FROM events e2 WHERE e2.node_id = p.node_id AND e2.app = p.app ORDER BY e2.at DESC, e2.key DESC LIMIT 1) AS ekey FROM pairs p),
-       cur AS MATERIALIZED (SELECT e.node_id, e.app, e.verdict, e.reason, e.at, e.data,
-         (SELECT o.at FROM events o WHERE o.node_id = e.node_id AND o.app = e.app AND o.verdict <> e.verdict ORDER BY o.at DESC LIMIT 1) AS other_at
-         FROM latest l JOIN events e ON e.key = l.ekey),
-       full_rows AS (SELECT c.node_id, c.app, c.verdict, c.reason, c.at, c.data,
-         (SELECT MIN(s.at) FROM events s WHERE s.node_id = c.node_id AND s.app = c.app AND s.verdict = c.verdict AND s.at > COALESCE(c.other_at, '')) AS since,
-         (SELECT r.key FROM reports r WHERE r.node_id = c.node_id AND r.app = c.app AND r.status = 'stored' ORDER BY r.key DESC LIMIT 1) AS rep_key
-         FROM cur c)
-       SELECT n.name AS node, f.node_id, f.app, f.verdict, f.reason, f.at, f.data, f.since, f.rep_key, rr.created_at AS rep_at
-       FROM full_rows f JOIN nodes n ON n.id = f.node_id LEFT JOIN reports rr ON rr.key = f.rep_key
+      `SELECT n.name AS node, f.node_id, f.app, f.verdict, f.reason, f.at, f.data, f.since, f.rep_key, rr.created_at AS rep_at
+       FROM (SELECT s.*, (SELECT r.key FROM reports r WHERE r.node_id = s.node_id AND r.app = s.app AND r.status = 'stored' ORDER BY r.key DESC LIMIT 1) AS rep_key FROM fleet_state s) f
+       JOIN nodes n ON n.id = f.node_id LEFT JOIN reports rr ON rr.key = f.rep_key
+       ${scope}
        ORDER BY n.name, f.app`,
       params,
     );
@@ -641,5 +651,28 @@ export class Store {
 
   async close(): Promise<void> {
     await this.db.close();
+  }
+}
+
+/** Rows per refresh of the fleet state (under both databases' parameter limits). */
+const FLEET_APPS_PER_QUERY = 200;
+
+/**
+ * Recomputes the fleet state (migrations.ts v5) of these apps of one node from their events, in the
+ * transaction that added them. (Two transactions adding events of one app at once on PostgreSQL each
+ * see only their own: the later write wins until the next event. A node's shipper sends its events
+ * one batch at a time.)
+ */
+async function refreshFleet(tx: Db, nodeId: number, apps: readonly string[]): Promise<void> {
+  for (let i = 0; i < apps.length; i += FLEET_APPS_PER_QUERY) {
+    const chunk = apps.slice(i, i + FLEET_APPS_PER_QUERY);
+    const where = `node_id = ? AND app IN (${chunk.map(() => '?').join(', ')})`;
+    await tx.run(
+      `INSERT INTO fleet_state (node_id, app, event_key, verdict, reason, at, data, since)
+       SELECT node_id, app, event_key, verdict, reason, at, data, COALESCE(since, at) FROM (${FLEET_STATE_SELECT.replace('%PAIRS%', where)}) x WHERE TRUE
+       ON CONFLICT (node_id, app) DO UPDATE SET event_key = excluded.event_key, verdict = excluded.verdict, reason = excluded.reason,
+         at = excluded.at, data = excluded.data, since = excluded.since`,
+      [nodeId, ...chunk],
+    );
   }
 }
