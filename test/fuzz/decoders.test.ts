@@ -13,6 +13,7 @@ import { assessHeartbeat, type AssessState } from '../../host-reader/region/asse
 import { decodeRegion, findRegion } from '../../host-reader/region/decode.js';
 import { decodeDiskRecord, DISK_SECTOR, encodeDiskRecord, scanDiskRing } from '../../protocol/heartbeat-disk.js';
 import { parseMark } from '../../protocol/mark.js';
+import { RUNS, params, timed } from './budget.js';
 
 /**
  * Every decoder of bytes a guest (or QEMU on its behalf) controls, fuzzed (issue 13 §1): for random
@@ -21,19 +22,6 @@ import { parseMark } from '../../protocol/mark.js';
  * FUZZ_RUNS=N raises the budget (bench/fuzz runs it longer).
  */
 
-const RUNS = Number(process.env['FUZZ_RUNS'] ?? 300);
-const SEED = Number(process.env['FUZZ_SEED'] ?? 20261203);
-const params = { numRuns: RUNS, seed: SEED };
-/** A decoder that takes longer than this on one input is a hang (generous: a loaded CI machine). */
-const SLOW_MS = 2000;
-
-function timed<T>(f: () => T): T {
-  const t0 = performance.now();
-  const r = f();
-  const ms = performance.now() - t0;
-  if (ms > SLOW_MS) throw new Error(`took ${ms.toFixed(0)} ms`);
-  return r;
-}
 
 /** Random bytes, and mutations of `valid`: bytes overwritten, a cut, a stretch repeated. */
 function bytesNear(valid: Uint8Array, maxExtra = 4096): fc.Arbitrary<Uint8Array> {

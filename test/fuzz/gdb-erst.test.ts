@@ -11,6 +11,7 @@ import { GdbClient, GdbError, parseStopReply } from '../../host-reader/gdb/clien
 import { encodePacket, PacketDecoder } from '../../host-reader/gdb/packet.js';
 import { walkStackWindow } from '../../host-reader/gdb/stack.js';
 import { decodeRegisters } from '../../host-reader/gdb/x86-64.js';
+import { RUNS, params, SLOW_MS, timed } from './budget.js';
 
 /**
  * The decoders of what a hostile guest controls through the gdbstub (every reply QEMU relays: memory,
@@ -19,18 +20,6 @@ import { decodeRegisters } from '../../host-reader/gdb/x86-64.js';
  * FUZZ_RUNS / FUZZ_SEED as there.
  */
 
-const RUNS = Number(process.env['FUZZ_RUNS'] ?? 300);
-const SEED = Number(process.env['FUZZ_SEED'] ?? 20261203);
-const params = { numRuns: RUNS, seed: SEED };
-const SLOW_MS = 2000;
-
-function timed<T>(f: () => T): T {
-  const t0 = performance.now();
-  const r = f();
-  const ms = performance.now() - t0;
-  if (ms > SLOW_MS) throw new Error(`took ${ms.toFixed(0)} ms`);
-  return r;
-}
 
 /** Bytes a stub might send: RSP's special characters often, so the framing is exercised. */
 const rspBytes = fc.array(fc.oneof(fc.constantFrom(0x24, 0x23, 0x7d, 0x2a, 0x2b, 0x2d, 0x25, 0x30, 0x7e, 0x20), fc.integer({ min: 0, max: 255 })), { maxLength: 600 }).map((a) => Uint8Array.from(a));

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { LineSplitter, type SplitLine } from '../../host-reader/console/line-splitter.js';
 import { DEFAULT_MAX_ENTRY_CHARS, parseLogEntry, timestampMs, type LogEntryParse } from '../../host-reader/console/log-entry.js';
+import { params, SLOW_MS, timed } from './budget.js';
 
 /**
  * The log-entry decoders fuzzed (issue 13 §1): EVE's JSON log lines (the guest wrote `content`, and
@@ -12,19 +13,6 @@ import { DEFAULT_MAX_ENTRY_CHARS, parseLogEntry, timestampMs, type LogEntryParse
  * budget as test/fuzz/decoders.test.ts; FUZZ_RUNS=N raises it.
  */
 
-const RUNS = Number(process.env['FUZZ_RUNS'] ?? 300);
-const SEED = Number(process.env['FUZZ_SEED'] ?? 20261203);
-const params = { numRuns: RUNS, seed: SEED };
-/** A decoder that takes longer than this on one input is a hang (generous: a loaded CI machine). */
-const SLOW_MS = 2000;
-
-function timed<T>(f: () => T): T {
-  const t0 = performance.now();
-  const r = f();
-  const ms = performance.now() - t0;
-  if (ms > SLOW_MS) throw new Error(`took ${ms.toFixed(0)} ms`);
-  return r;
-}
 
 const REASONS = ['too-long', 'not-json', 'not-an-object', 'no-content'];
 const DATE_RANGE_MS = 8.64e15;
