@@ -178,8 +178,9 @@ export class Manager {
     }
     if (u.changed) log({ level: u.state.result === 'failure' ? 'warn' : 'info', msg: 'scenario result', app: run.app.name, scenario: u.scenario, result: u.state.result, detail: last?.detail });
     // An unknown probe result leaves the scenario's result as it was (worker.ts step): said once, when
-    // it starts, so a probe that cannot tell (a console held by another client) is in the log too.
-    else if (last?.outcome === 'unknown' && prev?.last !== undefined && prev.last.outcome !== 'unknown') {
+    // it starts (the first result too), so a probe that cannot tell (a console held by another client
+    // from before the monitor's first try) is in the log too.
+    else if (last?.outcome === 'unknown' && prev?.last?.outcome !== 'unknown') {
       log({ level: 'info', msg: 'scenario result unknown', app: run.app.name, scenario: u.scenario, result: u.state.result, detail: last.detail });
     }
     if (steadyHeartbeat(run.verdict, prev, obs)) return;

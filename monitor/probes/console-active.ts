@@ -101,7 +101,7 @@ export class ConsoleActiveProbe implements Probe {
       // scenario (test/faults): while another client holds the console, a probe's connect either
       // waits in the backlog (then times out, above) or fails with EAGAIN.
       if (code === 'EAGAIN' && step === 'connect') {
-        return unknown(`console ${target.console}: ${errorText(e)} (the console's backlog is full: another client holds it)`, { ...evidence(), errno: code, held: true });
+        return unknown(`console ${target.console}: ${errorText(e)} (the listen backlog is full: the console is held by another client)`, { ...evidence(), errno: code, held: true });
       }
       return failure(`console ${target.console}: ${errorText(e)}`, { ...evidence(), error: errorText(e), ...(code ? { errno: code } : {}) });
     } finally {

@@ -199,7 +199,9 @@ describe.each(kernels)('real captures on %s', (kernelName) => {
       const busy = (async () => {
         for (let i = 0; i < 30; i++) await guest.run('ls -R /proc/self > /dev/null; true', 10_000).catch(() => undefined);
       })();
-      await guest.waitForConsole(/BUG: soft lockup - CPU#\d+ stuck for \d+s! \[sync:\d+\]/, 90_000, since);
+      // The whole block, to its </TASK>: the title line comes seconds before the RIP and trace on a
+      // TCG serial console, and the capture must not be taken in between.
+      await guest.waitForConsole(/BUG: soft lockup - CPU#\d+ stuck for \d+s! \[sync:\d+\][\s\S]*?<+\/TASK>/, 90_000, since);
       await guest.waitForConsole(/rcu: INFO: \w+ (self-)?detected stalls?/, 90_000, since);
       await busy;
       const target: HostAppTarget = { name: 'lockup', qmp: guest.qmpPath, consoleLog: guest.consoleLogPath, pid: guest.pid };

@@ -423,6 +423,9 @@ const consoleHeld: FaultScenario = {
         },
         async (r) => {
           await r.waitVerdict((v) => v === 'running-healthy', 60_000);
+          // The console answered once (running-healthy can come from QMP and the kernel beat alone):
+          // then holding it is a change the probe must notice.
+          await r.monitor.waitFor((l) => l.msg === 'scenario result' && l['scenario'] === 'console' && l['result'] === 'success', 60_000);
           const from = r.monitor.lines.length;
           const h = await holdSocket(r.guest.consolePath);
           holder = h.socket;

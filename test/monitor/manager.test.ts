@@ -79,6 +79,14 @@ describe('Manager', () => {
     expect(logs.filter((l) => l.msg === 'scenario result unknown').map((l) => l['detail'])).toEqual(['cannot tell', 'again']);
   });
 
+  test('a probe whose very first result is unknown is logged too (the console held from the start)', async () => {
+    const { clock, logs, probes, m } = setup();
+    await m.sync([app('vm1')]);
+    probes.get('vm1/kernel')!.next = { outcome: 'unknown', detail: 'held from the start' };
+    await clock.advance(5000);
+    expect(logs.filter((l) => l.msg === 'scenario result unknown').map((l) => [l['scenario'], l['detail']])).toEqual([['kernel', 'held from the start']]);
+  });
+
   test('healthy, then kernel stalls: guest-kernel-hung, one diagnostic run, cooldown holds the next', async () => {
     const { clock, logs, runs, probes, m, metrics } = setup();
     await m.sync([app('vm1', 60_000)]);

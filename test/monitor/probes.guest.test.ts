@@ -74,7 +74,8 @@ describe('probes on a real guest', () => {
     const uptime = runner(new ConsoleActiveProbe(), target, 10_000);
     const u1 = await uptime();
     expect(u1.outcome, JSON.stringify(u1)).toBe('success');
-    expect(u1.evidence?.received).toMatch(/up .*load average: \d/);
+    // The probe answers at its first "load average" (a TCG console may send the numbers a moment later).
+    expect(u1.evidence?.received).toMatch(/up .*load average/);
     // It let go of the socket: the next connection gets the console again.
     expect((await uptime()).outcome).toBe('success');
 
