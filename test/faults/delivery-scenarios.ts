@@ -33,7 +33,7 @@ import { MANIFEST_FILE } from '../../protocol/report-manifest.js';
 import type { Clock } from '../../util/clock.js';
 import { repoRoot } from '../../util/repo-root.js';
 import { startController, type TestController } from '../helpers/controller.js';
-import { startFaultProxy, type FaultAction, type FaultProxy } from '../helpers/fault-proxy.js';
+import { startByteRelay, startFaultProxy, type FaultAction, type FaultProxy } from '../helpers/fault-proxy.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { reportInput } from './delivery-child.js';
@@ -222,10 +222,10 @@ interface Shipping {
   stop(): Promise<void>;
 }
 
-function ship(scope: Scope, url: string, token: string, spool: Spool, o: { timeoutMs?: number; clock?: Clock; production?: boolean } = {}): Shipping {
+function ship(scope: Scope, url: string, token: string, spool: Spool, o: { timeoutMs?: number; clock?: Clock; production?: boolean; ca?: Buffer } = {}): Shipping {
   const logs: LogRecord[] = [];
   const metrics = new MonitorMetrics({ processMetrics: false });
-  const client = new ControllerClient({ url, token, timeoutMs: o.timeoutMs ?? 5000 });
+  const client = new ControllerClient({ url, token, timeoutMs: o.timeoutMs ?? 5000, ...(o.ca ? { ca: o.ca } : {}) });
   // production: the daemon's backoff (1 s doubling to 300 s, idle 5 s), with the jitter fixed at its middle.
   const timing = o.production === true ? { random: () => 0.5 } : { backoffMs: 20, maxBackoffMs: 250, idleMs: 50 };
   const shipper = new Shipper({ spool, client, log: (r) => logs.push(r), metrics, ...timing, ...(o.clock ? { clock: o.clock } : {}) });
@@ -503,6 +503,31 @@ const cut = scenario('connection-reset', true, 'TCP reset mid-upload: a manifest
     t.stored === 4 && cuts === 3,
     `${cuts} cut, ${resets} ECONNRESET logged; failures{${fmt(failed)}}`,
   );
+});
+
+// The cuts of a TLS link, by connection: the ClientHello and no more (mid-handshake); 3000 bytes up
+// (the handshake done, an upload's record cut short); 2500 bytes down (past the server's handshake,
+// an answer cut). Every connection is cut while it carries something: each is one failed try.
+const TLS_CUTS = [{ afterUpBytes: 100 }, { afterUpBytes: 3000 }, { afterDownBytes: 2500 }];
+
+const tlsCut = scenario('tls-cut', true, 'TLS sessions cut by the link (TCP RST): mid-handshake, mid-upload, mid-answer', 'retried over new sessions; every report delivered once', async (scope, crashes, done) => {
+  const certs = tempDir(scope, 'tls');
+  const [cert, key] = [join(certs, 'cert.pem'), join(certs, 'key.pem')];
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
+  const c = await startController({ limits: { maxRequestsPerSecond: 1000 }, tls: { cert, key } });
+  scope.add('close the controller', () => c.close());
+  const relay = await startByteRelay({ host: '127.0.0.1', port: Number(new URL(c.url).port) }, (n) => TLS_CUTS[n]);
+  scope.add('close the relay', () => relay.close());
+  const spool = new Spool({ dir: tempDir(scope, 'tlscut') });
+  const ids = await fill(spool, 'f-tls', 4);
+  const s = ship(scope, `https://127.0.0.1:${relay.port}`, await c.nodeToken('f-tls'), spool, { ca: readFileSync(cert) });
+  await until('every bundle delivered', () => allMarked(spool), 30_000, () => s.failures().slice(-3));
+  await s.stop();
+  const failed = await failureCounts(s.metrics);
+  const cuts = relay.conns.filter((x) => x.cut).length;
+  const t = await tally(c.store, 'f-tls', ids, spool);
+  const said = [...new Set(s.failures().map((f) => f.replace(/^.*?: /, '').slice(0, 60)))];
+  return done(t, crashes(), (failed['network'] ?? 0) >= cuts && cuts === TLS_CUTS.length, t.stored === 4 && cuts === TLS_CUTS.length, `${relay.conns.length} connections, ${cuts} cut (${said.join(' | ')}); failures{${fmt(failed)}}`);
 });
 
 // -- 3: the shipper killed ------------------------------------------------------------------------------
@@ -820,6 +845,7 @@ export const deliveryScenarios: FaultScenario[] = [
   answer429,
   slow,
   cut,
+  tlsCut,
   shipperKilled('shipper-killed-mid-put', 'put'),
   shipperKilled('shipper-killed-after-commit', 'commit'),
   writerKilled,

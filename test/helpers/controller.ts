@@ -21,10 +21,10 @@ export interface TestController {
   close(): Promise<void>;
 }
 
-export async function startController(o: { database?: string; limits?: Partial<Limits>; analyze?: AnalyzeOptions; worker?: boolean; pollMs?: number } = {}): Promise<TestController> {
+export async function startController(o: { database?: string; limits?: Partial<Limits>; analyze?: AnalyzeOptions; worker?: boolean; pollMs?: number; tls?: { cert: string; key: string } } = {}): Promise<TestController> {
   const dir = o.database === undefined ? mkdtempSync(join(tmpdir(), 'eve-diag-ctl-')) : undefined;
   const store = await openStore(o.database !== undefined ? { database: o.database } : { data: dir as string });
-  const controller = await createController({ store, ...(o.limits ? { limits: o.limits } : {}), ...(o.analyze ? { analyze: o.analyze } : {}), worker: o.worker ?? true, pollMs: o.pollMs ?? 50 });
+  const controller = await createController({ store, ...(o.limits ? { limits: o.limits } : {}), ...(o.analyze ? { analyze: o.analyze } : {}), worker: o.worker ?? true, pollMs: o.pollMs ?? 50, ...(o.tls ? { tls: o.tls } : {}) });
   const { url } = await controller.listen('127.0.0.1', 0);
   const admin = newToken();
   await store.addToken(hashToken(admin), 'admin', null, 'test admin');

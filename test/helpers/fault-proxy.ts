@@ -299,3 +299,77 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
   await listen();
   return state;
 }
+
+/**
+ * What a byte relay does with its connection number `n` (from 0): pass it, or cut it (both sockets
+ * destroyed, the client's with a TCP RST) once this many bytes went up (client to server) or down.
+ */
+export type CutPlan = { afterUpBytes?: number; afterDownBytes?: number } | undefined;
+
+export interface ByteRelay {
+  readonly port: number;
+  /** Per connection: bytes up, bytes down, and whether it was cut. */
+  readonly conns: { up: number; down: number; cut: boolean }[];
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP relay that knows nothing of what it carries (so it carries TLS), cutting connections where
+ * `plan` says: a TLS session broken mid-record, mid-handshake or mid-answer, as a middlebox or a
+ * controller that dies would.
+ */
+export async function startByteRelay(target: { host: string; port: number }, plan: (n: number) => CutPlan): Promise<ByteRelay> {
+  const conns: ByteRelay['conns'] = [];
+  const open = new Set<Socket>();
+  const server = createServer((client) => {
+    const n = conns.length;
+    const stat = { up: 0, down: 0, cut: false };
+    conns.push(stat);
+    const p = plan(n);
+    const upstream = connect(target.port, target.host);
+    open.add(client).add(upstream);
+    const cut = () => {
+      stat.cut = true;
+      client.resetAndDestroy();
+      upstream.destroy();
+    };
+    // Up to `limit`, then the cut: the bytes before it go through, none after.
+    const relay = (from: Socket, to: Socket, dir: 'up' | 'down', limit: number | undefined) =>
+      from.on('data', (b: Buffer) => {
+        if (stat.cut) return;
+        const room = limit === undefined ? b.length : limit - stat[dir];
+        if (room < b.length) {
+          if (room > 0) to.write(b.subarray(0, room));
+          stat[dir] += Math.max(0, room);
+          // Give the written bytes a moment to leave before the sockets go.
+          setTimeout(cut, 20);
+          stat.cut = true;
+          return;
+        }
+        stat[dir] += b.length;
+        to.write(b);
+      });
+    relay(client, upstream, 'up', p?.afterUpBytes);
+    relay(upstream, client, 'down', p?.afterDownBytes);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    conns,
+    close: async () => {
+      for (const s of open) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
