@@ -68,6 +68,8 @@ export interface RigOptions {
   top?: string;
   /** Before the monitor starts (the guest is up). */
   beforeMonitor?: (guest: Guest) => Promise<void>;
+  /** The diagnostic collectors (YAML flow list); default one qmp-state step. */
+  collectors?: string;
 }
 
 /** A guest, the monitor watching it (app `vm1`), their files. */
@@ -114,7 +116,7 @@ apps:
 ${o.scenarios ?? ''}
     diagnostics:
       cooldownSeconds: 600
-      collectors: [{ type: qmp-state, timeoutSeconds: 5 }]
+      collectors: ${o.collectors ?? '[{ type: qmp-state, timeoutSeconds: 5 }]'}
 `,
       );
       monitor = startMonitor(config);
@@ -183,8 +185,11 @@ ${o.scenarios ?? ''}
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  /** Crash and false-hang counts (after stop(): the exit on SIGTERM counts). */
-  counts(): { crashes: number; falseHangs: number; crashNotes: string[] } {
+  /**
+   * Crash and false-hang counts (after stop(): the exit on SIGTERM counts). A scenario that hangs the
+   * guest itself passes the log line index it did so at: hang verdicts from there on are true ones.
+   */
+  counts(hangsTrueFrom = Infinity): { crashes: number; falseHangs: number; crashNotes: string[] } {
     const notes: string[] = [];
     if (this.#exitBeforeStop !== undefined) notes.push(this.#exitBeforeStop);
     else if (this.exitCode !== 0) notes.push(`exit code ${String(this.exitCode)} on SIGTERM`);
@@ -193,7 +198,7 @@ ${o.scenarios ?? ''}
     for (const l of this.monitor.lines) {
       if (l.msg === 'worker failed' || l.msg === 'classification failed' || l.msg.startsWith('(not JSON)')) notes.push(`${l.msg}: ${String(l['error'] ?? '').slice(0, 120)}`);
     }
-    const falseHangs = this.verdictLines().filter((l) => HANG_VERDICTS.has(String(l['verdict']))).length;
+    const falseHangs = this.monitor.lines.slice(0, Math.min(hangsTrueFrom, this.monitor.lines.length)).filter((l) => l.msg === 'verdict' && HANG_VERDICTS.has(String(l['verdict']))).length;
     return { crashes: notes.length, falseHangs, crashNotes: notes };
   }
 }
@@ -202,6 +207,8 @@ interface Outcome {
   observed: string;
   pass: boolean;
   visible: boolean;
+  /** The monitor log line index at which the scenario hung the guest itself (its hang verdicts are true). */
+  hangsTrueFrom?: number;
 }
 
 /** Runs `body` on a fresh rig and scores it; the rig is stopped on every path. */
@@ -213,7 +220,7 @@ async function scored(name: string, fault: string, expected: string, o: RigOptio
   } finally {
     await rig.stop();
   }
-  const c = rig.counts();
+  const c = rig.counts(outcome.hangsTrueFrom);
   const hangs = c.falseHangs > 0 ? `; hang verdicts: ${rig.verdictTrail()}` : '';
   const crashes = c.crashNotes.length > 0 ? `; crash: ${c.crashNotes.join('; ')}` : '';
   return { fault, expected, observed: `${outcome.observed}${hangs}${crashes}`, crashes: c.crashes, lost: 0, duplicates: 0, falseHangs: c.falseHangs, visible: outcome.visible, pass: outcome.pass };
@@ -295,6 +302,70 @@ const qemuStopped: FaultScenario = {
       };
     }),
 };
+
+// ---- 2b. QEMU SIGKILLed or SIGSTOPped mid-diagnostics -------------------------------------------
+
+// Slow steps on purpose: a memory dump of the 512 MiB guest takes seconds on TCG, so the fault lands
+// inside the run, not after it.
+const MID_DIAG_COLLECTORS =
+  '[{ type: qmp-state, timeoutSeconds: 5 }, { type: memory-dump, timeoutSeconds: 30 }, { type: hmp-registers, timeoutSeconds: 5 }, { type: console-capture, timeoutSeconds: 5 }]';
+
+/** Files in the rig's spool whose name starts with `.tmp` (a half-written dump or bundle left behind). */
+function spoolLeftovers(dir: string): string[] {
+  const spool = join(dir, 'spool');
+  return existsSync(spool) ? readdirSync(spool, { recursive: true, encoding: 'utf8' }).filter((f) => /(^|\/)\.tmp/.test(f)) : [];
+}
+
+function midDiagnostics(name: string, signal: 'SIGKILL' | 'SIGSTOP'): FaultScenario {
+  const fault =
+    signal === 'SIGKILL'
+      ? 'QEMU SIGKILLed mid-diagnostics (the guest panicked; a memory dump under way)'
+      : 'QEMU SIGSTOPped 15 s mid-diagnostics (the guest panicked; a memory dump under way), then SIGCONT';
+  const expected =
+    signal === 'SIGKILL'
+      ? 'monitor up; the report written with the steps QEMU could not answer marked failed; no half-written file in the spool; vm-not-running'
+      : 'monitor up; every step ends within its timeout; the report written; no half-written file in the spool';
+  return {
+    name,
+    quick: false,
+    guest: true,
+    run: () =>
+      scored(`mid${signal === 'SIGKILL' ? 'kill' : 'stop'}`, fault, expected, { collectors: MID_DIAG_COLLECTORS }, async (r) => {
+        await r.waitVerdict((v) => v === 'running-healthy', 60_000);
+        const hangsTrueFrom = r.monitor.lines.length;
+        r.guest.run('echo c > /proc/sysrq-trigger', 5000).catch(() => undefined);
+        const started = await r.monitor.waitFor((l) => l.msg === 'diagnostics started', 60_000);
+        const t0 = Date.now();
+        // Inside the memory dump: QEMU is writing it by now.
+        await sleep(1500);
+        process.kill(r.guest.pid, signal);
+        try {
+          if (signal === 'SIGSTOP') await sleep(15_000);
+        } finally {
+          if (signal === 'SIGSTOP') process.kill(r.guest.pid, 'SIGCONT');
+        }
+        const done = await r.monitor.waitFor((l) => l.msg === 'diagnostics done' || l.msg === 'diagnostics failed', 90_000);
+        const tookS = (Date.now() - t0) / 1000;
+        const bundle = String(done['report'] ?? '');
+        const manifest = existsSync(join(bundle, 'manifest.json'))
+          ? (JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8')) as { steps: { kind: string; ok: boolean; summary?: string; error?: string }[] })
+          : undefined;
+        const steps = manifest?.steps.map((st) => `${st.kind}:${st.ok ? 'ok' : `failed (${String(st.error ?? st.summary ?? '').slice(0, 70)})`}`).join(' ') ?? '(no manifest)';
+        const failedSteps = manifest?.steps.filter((st) => !st.ok).length ?? 0;
+        // The run-state after the fault (SIGKILL: no QEMU; SIGSTOP: the panicked guest again).
+        const after = signal === 'SIGKILL' ? await r.waitVerdict((v) => v === 'vm-not-running', 30_000, hangsTrueFrom).then(() => 'vm-not-running', () => 'NOT vm-not-running') : '';
+        await sleep(3000);
+        const leftovers = spoolLeftovers(r.dir);
+        const m = await r.scrape();
+        return {
+          observed: `trigger ${String(started['verdict'])}; ${done.msg} ${tookS.toFixed(1)} s after the ${signal}; steps ${steps}${after ? `; then ${after}` : ''}; spool leftovers ${leftovers.length}; /metrics verdict ${m.verdict('vm1')}`,
+          pass: r.alive && done.msg === 'diagnostics done' && manifest !== undefined && leftovers.length === 0 && (signal === 'SIGSTOP' || after === 'vm-not-running'),
+          visible: failedSteps > 0,
+          hangsTrueFrom,
+        };
+      }),
+  };
+}
 
 // ---- 3. QEMU restarted on the same sockets -------------------------------------------------------
 
@@ -610,4 +681,4 @@ const vcpuStarved: FaultScenario = {
   },
 };
 
-export const guestScenarios: FaultScenario[] = [qemuKilled, qemuStopped, qemuRestarted, qmpHeld, consoleHeld, consoleLogChurn, consoleFlood, vcpuStarved];
+export const guestScenarios: FaultScenario[] = [qemuKilled, qemuStopped, midDiagnostics('qemu-sigkill-mid-diagnostics', 'SIGKILL'), midDiagnostics('qemu-sigstop-mid-diagnostics', 'SIGSTOP'), qemuRestarted, qmpHeld, consoleHeld, consoleLogChurn, consoleFlood, vcpuStarved];
