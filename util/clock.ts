@@ -35,16 +35,14 @@ export class FakeClock implements Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const s = { at: this.#now + Math.max(0, ms), resolve, reject, signal };
+      const onAbort = () => {
+        this.#sleepers = this.#sleepers.filter((x) => x !== s);
+        reject(signal?.reason);
+      };
+      // Woken: the abort listener goes too (a long test's signal would collect one per sleep).
+      const s = { at: this.#now + Math.max(0, ms), resolve: () => (signal?.removeEventListener('abort', onAbort), resolve()), reject, signal };
       this.#sleepers.push(s);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          this.#sleepers = this.#sleepers.filter((x) => x !== s);
-          reject(signal.reason);
-        },
-        { once: true },
-      );
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 

@@ -364,8 +364,9 @@ function fastClock(): Clock & { waits: number[]; virtualMs: () => number } {
         if (signal?.aborted) return reject(signal.reason);
         waits.push(ms);
         v += ms;
-        const t = setTimeout(resolve, 1);
-        signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
+        const onAbort = () => (clearTimeout(t), reject(signal?.reason));
+        const t = setTimeout(() => (signal?.removeEventListener('abort', onAbort), resolve()), 1);
+        signal?.addEventListener('abort', onAbort, { once: true });
       }),
   };
 }
