@@ -29,6 +29,7 @@ import { intervalsNewestFirst, type DecodedRegion } from './decode.js';
 export type HeartbeatStatus =
   | 'not-loaded'
   | 'waiting'
+  | 'unavailable'
   | 'no-agent'
   | 'alive'
   | 'late'
@@ -58,7 +59,7 @@ export interface AssessOptions {
   stallSlack?: number;
   /** Expected agent heartbeat period in ms. Default 1000. */
   agentPeriodMs?: number;
-  /** How long a loaded table may show no kernel beat (`waiting`) before it is `stalled`. Default 60000. */
+  /** How long a loaded table may show no kernel beat (`waiting`) before it is `unavailable` (never beats: no hung verdict from it). Default 60000. */
   graceMs?: number;
   /** Window for the beat rate, in host ms. Default 60000. */
   windowMs?: number;
@@ -621,10 +622,14 @@ export function assessHeartbeat(input: AssessInput, options: AssessOptions = {})
         kernel,
         ageMs < o.graceMs
           ? { status: 'waiting', ageMs, detail: `table loaded, no kernel beat yet (${fmt(ageMs)} of ${fmt(o.graceMs)} grace)` }
-          : {
-              status: 'stalled',
+          : // Never a beat since the load: this kernel does not poll our zone (thermal.off=1, no
+            // CONFIG_ACPI_THERMAL, thermal.tzp=0). A kernel that hangs between loading the table
+            // and starting its thermal driver looks the same, but a stall needs a heartbeat that
+            // ran: no hung verdict from a heartbeat the guest never had; the other scenarios tell.
+            {
+              status: 'unavailable',
               ageMs,
-              detail: `table loaded but no kernel beat in ${fmt(ageMs)}: the thermal zone is not polled (thermal.tzp=0? no ACPI thermal driver?) or the kernel hangs`,
+              detail: `kernel heartbeat unavailable: the table loaded ${fmt(ageMs)} ago and the kernel never polled its zone (thermal.off=1? no ACPI thermal driver? thermal.tzp=0?)`,
             },
       );
     } else {

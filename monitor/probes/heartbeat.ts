@@ -21,6 +21,8 @@ import type { QmpLink, QmpLinks } from './qmp-link.js';
  *   paused                       -> unknown with evidence, never a failure (a paused VM is not hung)
  *   waiting, not-loaded, unknown -> unknown (grace after load, no table, or the first sample:
  *                                   liveness needs two samples, so the first run is a baseline)
+ *   unavailable                  -> unknown: no beat since the load, past the grace (thermal.off=1,
+ *                                   no ACPI thermal driver): never a hung verdict from it
  * QEMU gone (QMP refused) is a failure; a region that cannot be read while QMP answers is unknown.
  *
  * The table is located in the background on the first run (a scan of low RAM may outlast a short
@@ -319,6 +321,7 @@ export function outcomeOf(status: HeartbeatStatus, signal: HeartbeatSignal, fail
       return signal === 'agent' ? 'failure' : 'unknown';
     case 'paused':
     case 'waiting':
+    case 'unavailable':
     case 'not-loaded':
     case 'unknown':
       return 'unknown';

@@ -288,12 +288,13 @@ const cases: Case[] = [
     ],
   },
   {
-    name: 'loaded but never beating: waiting within the grace, then stalled',
+    name: 'loaded but never beating (thermal.off=1): waiting within the grace, then unavailable (never stalled)',
     steps: [
       { t: 0, kernel: 'waiting', agent: 'no-agent' },
       { t: 59_999, kernel: 'waiting' },
-      { t: 60_000, kernel: 'stalled', agent: 'no-agent' },
-      { t: 61_000, k: 1, kernel: 'alive' },
+      { t: 60_000, kernel: 'unavailable', agent: 'no-agent' },
+      { t: 600_000, kernel: 'unavailable' },
+      { t: 601_000, k: 1, kernel: 'alive' },
     ],
   },
   {
@@ -301,7 +302,7 @@ const cases: Case[] = [
     options: { graceMs: 5000 },
     steps: [
       { t: 0, kernel: 'waiting' },
-      { t: 5000, kernel: 'stalled' },
+      { t: 5000, kernel: 'unavailable' },
     ],
   },
   {
