@@ -30,6 +30,7 @@ describe('delivery faults (quick)', () => {
       'controller-429',
       'controller-slow',
       'connection-reset',
+      'tls-cut',
       'shipper-killed-mid-put',
       'shipper-killed-after-commit',
       'writer-killed',

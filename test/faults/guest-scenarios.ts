@@ -18,7 +18,13 @@ import { mkdir, mkdtemp, rename, rm, rmdir, truncate, writeFile } from 'node:fs/
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { open } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { Off, type DiagLayout } from '../../acpi/diag/layout.js';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
+import { parseGpa2hva, ProcMemory } from '../../host-reader/memory/procmem.js';
+import { QmpClient } from '../../host-reader/qmp/client.js';
+import { RegionReader } from '../../host-reader/reader.js';
 import { background, launchGuest, type Guest, type LaunchOptions } from '../helpers/guest.js';
 import { startMonitor, type LogLine, type MonitorProcess } from '../helpers/monitor-cli.js';
 import type { FaultRow, FaultScenario } from './scoreboard.js';
@@ -623,6 +629,114 @@ const consoleFlood: FaultScenario = {
     ),
 };
 
+// ---- 8. A hostile guest: garbage in its region, a forged second table --------------------------
+
+/**
+ * Writes `bytes` at guest-physical `gpa` as the guest itself could (its RAM is its own): through
+ * QEMU's /proc/<pid>/mem at the host address HMP `gpa2hva` gives. The scenario's own QMP socket.
+ */
+async function pokeGuest(qmp: QmpClient, pid: number, gpa: bigint, bytes: Uint8Array): Promise<void> {
+  const { hva } = parseGpa2hva((await qmp.hmp(`gpa2hva 0x${gpa.toString(16)}`)).trim(), gpa);
+  const fh = await open(`/proc/${pid}/mem`, 'r+');
+  try {
+    await fh.write(bytes, 0, bytes.length, Number(hva));
+  } finally {
+    await fh.close();
+  }
+}
+
+/** 1 MiB at 128 MiB the guest kernel leaves alone (memmap=), where the forged table goes. */
+const FORGE_GPA = 0x800_0000n;
+
+const regionHostile: FaultScenario = {
+  name: 'region-hostile',
+  // Written at the end of a session and not yet run against a real guest: bench only until it was.
+  quick: false,
+  guest: true,
+  run: async () => {
+    const sockets = await mkdtemp(join(tmpdir(), 'eve-diag-fault-hostile-'));
+    const qmp2 = join(sockets, 'qmp2.sock');
+    let qmp: QmpClient | undefined;
+    let mem: ProcMemory | undefined;
+    try {
+      return await scored(
+        'hostile',
+        'a hostile guest: 10 s of garbage in its region (all but magic and nonce), then a forged second table (our header and nonce) kept beating while the real one is wiped, then a panic',
+        'no crash; the garbage is failures/unknowns, not a crash; the forgery fools the monitor only while the guest runs: after the panic (the forger stops with the guest) a hang verdict',
+        { launch: { append: 'quiet memmap=1M$0x8000000', extraArgs: ['-qmp', `unix:${qmp2},server=on,wait=off`] } },
+        async (r) => {
+          await r.waitVerdict((v) => v === 'running-healthy', 60_000);
+          qmp = await QmpClient.connect({ path: qmp2 }, { timeoutMs: 5000 });
+          mem = await ProcMemory.open(qmp, { pid: r.guest.pid });
+          const layout = JSON.parse(readFileSync(join(r.dir, 't.json'), 'utf8')) as DiagLayout;
+          const table = (await new RegionReader(qmp, mem, layout).locate()).address;
+          const region = table + BigInt(layout.region.offset);
+          const clean = Buffer.from(await mem.read(table, layout.table.length));
+          const results = (from: number) =>
+            [...new Set(r.monitor.lines.slice(from).filter((l) => l.msg === 'scenario result' && l['scenario'] === 'kernel').map((l) => `${String(l['result'])}: ${String(l['detail']).slice(0, 60)}`))].join(' | ');
+          const before = await r.scrape();
+          const hangsTrueFrom = r.monitor.lines.length;
+
+          // 1. Garbage over everything after the nonce, every 250 ms for 10 s.
+          for (let i = 0; i < 40; i++) {
+            await pokeGuest(qmp, r.guest.pid, region + BigInt(Off.kernelPeriodDs), randomBytes(layout.region.size - Off.kernelPeriodDs));
+            await sleep(250);
+          }
+          const garbageTrail = `${trail(r, hangsTrueFrom)}; kernel ${results(hangsTrueFrom) || '(no change)'}`;
+          const afterGarbage = await r.scrape();
+          const garbageSeen = afterGarbage.results('vm1', 'kernel', 'failure') + afterGarbage.results('vm1', 'kernel', 'unknown') - before.results('vm1', 'kernel', 'failure') - before.results('vm1', 'kernel', 'unknown');
+
+          // 2. The forgery: the clean table copied to FORGE_GPA, its beats advanced the way the AML
+          //    does (every 500 ms: beats + 1, last Timer + 0.5 s, the interval in the ring), the real
+          //    table's magic wiped so the monitor's next check misses it and scans again.
+          const forged = Buffer.from(clean);
+          const f = (k: keyof typeof Off) => layout.region.offset + Off[k];
+          await pokeGuest(qmp, r.guest.pid, FORGE_GPA, forged);
+          const forgeFrom = r.monitor.lines.length;
+          await pokeGuest(qmp, r.guest.pid, region, Buffer.from('XXXXXXXX'));
+          let beats = forged.readUInt32LE(f('kernelBeats'));
+          let last = forged.readUInt32LE(f('kernelLast'));
+          const ring = layout.ring.length;
+          const beat = async () => {
+            beats = (beats + 1) >>> 0;
+            last = (last + 5_000_000) >>> 0;
+            forged.writeUInt32LE(beats, f('kernelBeats'));
+            forged.writeUInt32LE(last, f('kernelLast'));
+            forged.writeUInt32LE(5_000_000, layout.ring.offset + 4 * (beats % ring));
+            await pokeGuest(qmp as QmpClient, r.guest.pid, FORGE_GPA + BigInt(f('kernelBeats')), forged.subarray(f('kernelBeats'), f('kernelLast') + 4));
+            await pokeGuest(qmp as QmpClient, r.guest.pid, FORGE_GPA + BigInt(layout.ring.offset + 4 * (beats % ring)), forged.subarray(layout.ring.offset + 4 * (beats % ring), layout.ring.offset + 4 * (beats % ring) + 4));
+          };
+          for (let i = 0; i < 30; i++) {
+            await beat();
+            await sleep(500);
+          }
+          const forgedTrail = `${trail(r, forgeFrom)}; kernel ${results(forgeFrom) || '(no change)'}`;
+          const fooled = (await r.scrape()).verdict('vm1');
+
+          // 3. The guest panics; the forger, the guest's own code, stops with it.
+          const panicFrom = r.monitor.lines.length;
+          r.guest.run('echo c > /proc/sysrq-trigger', 5000).catch(() => undefined);
+          const t0 = Date.now();
+          const hung = await r.waitVerdict((v) => HANG_VERDICTS.has(v), 30_000, panicFrom).then(
+            (l) => `${String(l['verdict'])} after ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+            () => 'NO hang verdict in 30 s',
+          );
+          return {
+            observed: `garbage: ${garbageTrail} (kernel failures+unknowns +${garbageSeen}); forged: ${forgedTrail}, /metrics verdict ${fooled}; panic: ${hung}`,
+            pass: r.alive && !hung.startsWith('NO'),
+            visible: garbageSeen > 0,
+            hangsTrueFrom,
+          };
+        },
+      );
+    } finally {
+      await mem?.close().catch(() => undefined);
+      await qmp?.close().catch(() => undefined);
+      await rm(sockets, { recursive: true, force: true });
+    }
+  },
+};
+
 // ---- 9. The vCPU thread starved (cgroup v1 cpu quota on that thread only) -------------------------
 
 const CPU_CGROUP = '/sys/fs/cgroup/cpu';
@@ -681,4 +795,4 @@ const vcpuStarved: FaultScenario = {
   },
 };
 
-export const guestScenarios: FaultScenario[] = [qemuKilled, qemuStopped, midDiagnostics('qemu-sigkill-mid-diagnostics', 'SIGKILL'), midDiagnostics('qemu-sigstop-mid-diagnostics', 'SIGSTOP'), qemuRestarted, qmpHeld, consoleHeld, consoleLogChurn, consoleFlood, vcpuStarved];
+export const guestScenarios: FaultScenario[] = [qemuKilled, qemuStopped, midDiagnostics('qemu-sigkill-mid-diagnostics', 'SIGKILL'), midDiagnostics('qemu-sigstop-mid-diagnostics', 'SIGSTOP'), qemuRestarted, qmpHeld, consoleHeld, consoleLogChurn, consoleFlood, regionHostile, vcpuStarved];
