@@ -14,11 +14,10 @@
  *   visible     the scenario's own check of the log and of /metrics
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm, rmdir, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, rmdir, truncate, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { Off, type DiagLayout } from '../../acpi/diag/layout.js';
 import { buildDiagSsdt } from '../../acpi/diag/ssdt.js';
@@ -345,10 +344,12 @@ function midDiagnostics(name: string, signal: 'SIGKILL' | 'SIGSTOP'): FaultScena
         // Inside the memory dump: QEMU is writing it by now.
         await sleep(1500);
         process.kill(r.guest.pid, signal);
-        try {
-          if (signal === 'SIGSTOP') await sleep(15_000);
-        } finally {
-          if (signal === 'SIGSTOP') process.kill(r.guest.pid, 'SIGCONT');
+        if (signal === 'SIGSTOP') {
+          try {
+            await sleep(15_000);
+          } finally {
+            process.kill(r.guest.pid, 'SIGCONT');
+          }
         }
         const done = await r.monitor.waitFor((l) => l.msg === 'diagnostics done' || l.msg === 'diagnostics failed', 90_000);
         const tookS = (Date.now() - t0) / 1000;
@@ -666,10 +667,10 @@ const regionHostile: FaultScenario = {
         { launch: { append: 'quiet memmap=1M$0x8000000', extraArgs: ['-qmp', `unix:${qmp2},server=on,wait=off`] } },
         async (r) => {
           await r.waitVerdict((v) => v === 'running-healthy', 60_000);
-          qmp = await QmpClient.connect({ path: qmp2 }, { timeoutMs: 5000 });
-          mem = await ProcMemory.open(qmp, { pid: r.guest.pid });
+          const q = (qmp = await QmpClient.connect({ path: qmp2 }, { timeoutMs: 5000 }));
+          mem = await ProcMemory.open(q, { pid: r.guest.pid });
           const layout = JSON.parse(readFileSync(join(r.dir, 't.json'), 'utf8')) as DiagLayout;
-          const table = (await new RegionReader(qmp, mem, layout).locate()).address;
+          const table = (await new RegionReader(q, mem, layout).locate()).address;
           const region = table + BigInt(layout.region.offset);
           const clean = Buffer.from(await mem.read(table, layout.table.length));
           const results = (from: number) =>
@@ -679,7 +680,7 @@ const regionHostile: FaultScenario = {
 
           // 1. Garbage over everything after the nonce, every 250 ms for 10 s.
           for (let i = 0; i < 40; i++) {
-            await pokeGuest(qmp, r.guest.pid, region + BigInt(Off.kernelPeriodDs), randomBytes(layout.region.size - Off.kernelPeriodDs));
+            await pokeGuest(q, r.guest.pid, region + BigInt(Off.kernelPeriodDs), randomBytes(layout.region.size - Off.kernelPeriodDs));
             await sleep(250);
           }
           const garbageTrail = `${trail(r, hangsTrueFrom)}; kernel ${results(hangsTrueFrom) || '(no change)'}`;
@@ -691,9 +692,9 @@ const regionHostile: FaultScenario = {
           //    table's magic wiped so the monitor's next check misses it and scans again.
           const forged = Buffer.from(clean);
           const f = (k: keyof typeof Off) => layout.region.offset + Off[k];
-          await pokeGuest(qmp, r.guest.pid, FORGE_GPA, forged);
+          await pokeGuest(q, r.guest.pid, FORGE_GPA, forged);
           const forgeFrom = r.monitor.lines.length;
-          await pokeGuest(qmp, r.guest.pid, region, Buffer.from('XXXXXXXX'));
+          await pokeGuest(q, r.guest.pid, region, Buffer.from('XXXXXXXX'));
           let beats = forged.readUInt32LE(f('kernelBeats'));
           let last = forged.readUInt32LE(f('kernelLast'));
           const ring = layout.ring.length;
@@ -702,9 +703,10 @@ const regionHostile: FaultScenario = {
             last = (last + 5_000_000) >>> 0;
             forged.writeUInt32LE(beats, f('kernelBeats'));
             forged.writeUInt32LE(last, f('kernelLast'));
-            forged.writeUInt32LE(5_000_000, layout.ring.offset + 4 * (beats % ring));
-            await pokeGuest(qmp as QmpClient, r.guest.pid, FORGE_GPA + BigInt(f('kernelBeats')), forged.subarray(f('kernelBeats'), f('kernelLast') + 4));
-            await pokeGuest(qmp as QmpClient, r.guest.pid, FORGE_GPA + BigInt(layout.ring.offset + 4 * (beats % ring)), forged.subarray(layout.ring.offset + 4 * (beats % ring), layout.ring.offset + 4 * (beats % ring) + 4));
+            const slot = layout.ring.offset + 4 * (beats % ring);
+            forged.writeUInt32LE(5_000_000, slot);
+            await pokeGuest(q, r.guest.pid, FORGE_GPA + BigInt(f('kernelBeats')), forged.subarray(f('kernelBeats'), f('kernelLast') + 4));
+            await pokeGuest(q, r.guest.pid, FORGE_GPA + BigInt(slot), forged.subarray(slot, slot + 4));
           };
           for (let i = 0; i < 30; i++) {
             await beat();
