@@ -23,7 +23,7 @@ afterEach(async () => {
   qmp = server = undefined;
 });
 
-async function setup(status: { running: boolean; status: string } = { running: true, status: 'running' }) {
+async function setup(status: { running: boolean; status: string } = { running: true, status: 'running' }, onRead?: () => void) {
   const mtree = await fixture('q35-512-seabios-booted.mtree-f.txt');
   server = await FakeQmpServer.start();
   const state = { status };
@@ -32,7 +32,7 @@ async function setup(status: { running: boolean; status: string } = { running: t
   qmp = await QmpClient.connect(server.target);
   const { aml, layout } = buildDiagSsdt({ nonce: 0xabcn, kernelPeriodMs: 1000 });
   const table = aml.slice();
-  const memory = new FakeGuestMemory({ unmapped: 'zeros', limit: 0x2000_0000n });
+  const memory = new FakeGuestMemory({ unmapped: 'zeros', limit: 0x2000_0000n, ...(onRead ? { onRead } : {}) });
   const addr = 0x1ffe_2270n;
   memory.map(addr, table);
   return { state, layout, table, memory, addr };
@@ -50,6 +50,40 @@ describe('RegionReader', () => {
     expect(second.discovery).toBeUndefined();
     expect(memory.reads).toBe(1);
     expect(second.checksumOk).toBe(true);
+  });
+
+  test('a torn read (a beat stored, its pad not yet) is read once more before the checksum is called invalid', async () => {
+    let tear: (() => void) | undefined;
+    const { layout, memory, addr } = await setup(undefined, () => {
+      const t = tear;
+      tear = undefined;
+      t?.();
+    });
+    const reader = new RegionReader(qmp!, memory, layout);
+    await reader.read();
+    const beats = addr + BigInt(layout.region.offset + 40); // kernel beats (acpi/diag/layout.ts)
+    const [b] = await memory.read(beats, 1);
+    tear = () => memory.write(beats, Uint8Array.of((b as number) + 1)); // the guest between its two stores
+    memory.resetCounters();
+    const torn = await reader.read();
+    expect(memory.reads).toBe(2);
+    expect(torn.checksumOk).toBe(false); // the tear stays: no pad store followed it
+    memory.write(beats, Uint8Array.of(b as number));
+    // Torn once, then the pad store lands before the second read.
+    const pad = addr + 9n; // the header's checksum byte stands in for the region's pad
+    const [c] = await memory.read(pad, 1);
+    tear = () => {
+      memory.write(beats, Uint8Array.of((b as number) + 1));
+      tear = () => memory.write(pad, Uint8Array.of(((c as number) - 1) & 0xff));
+    };
+    memory.resetCounters();
+    const healed = await reader.read();
+    expect(memory.reads).toBe(2);
+    expect(healed.checksumOk).toBe(true);
+    expect(healed.region.kernel.beats).toBe(b! + 1);
+    memory.resetCounters();
+    expect((await reader.read()).checksumOk).toBe(true);
+    expect(memory.reads).toBe(1);
   });
 
   test('a table that moved is rediscovered; a table that is gone is a typed error', async () => {
