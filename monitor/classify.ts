@@ -45,6 +45,8 @@ export interface HostPressure {
   cpuSomeAvg10?: number;
   /** Share of wall time the VM's vCPU threads were runnable but waiting for a CPU (schedstat), 0..1. */
   vcpuWaitRatio?: number;
+  /** Where vcpuWaitRatio came from (pid, thread, window). */
+  vcpuDetail?: string;
   /** The vCPU threads got (almost) no CPU time in the window. */
   vcpuStarved?: boolean;
   detail?: string;
@@ -189,12 +191,16 @@ export function classify(input: ClassifyInput, options: ClassifyOptions = {}): C
   // 3, 4. The kernel heartbeat.
   const kernelBad = kernel.filter((o) => failing(o) || ['late', 'stalled'].includes(heartbeatStatus(o) ?? ''));
   if (kernelBad.length > 0 && pressureHigh(input.host, opt)) {
+    // Host-wide PSI needs the beat intervals to tie it to this VM; this VM's own vCPU threads waiting
+    // for a CPU (or getting none) is evidence enough. A hung kernel spinning with interrupts off under
+    // that much host load is reported starved too: the reason names the wait.
     const jittery = kernelBad.filter((o) => jitterLarge(o, opt));
-    if (jittery.length > 0 || input.host?.vcpuStarved === true) {
+    const waited = (input.host?.vcpuWaitRatio ?? 0) >= opt.vcpuWaitHigh;
+    if (jittery.length > 0 || waited || input.host?.vcpuStarved === true) {
       const h = input.host as HostPressure;
       const why = [
         h.cpuSomeAvg10 !== undefined ? `host PSI cpu some avg10 ${h.cpuSomeAvg10}%` : undefined,
-        h.vcpuWaitRatio !== undefined ? `vCPU run delay ${Math.round(h.vcpuWaitRatio * 100)}%` : undefined,
+        h.vcpuWaitRatio !== undefined ? `vCPU run delay ${Math.round(h.vcpuWaitRatio * 100)}%${h.vcpuDetail !== undefined ? ` (${h.vcpuDetail})` : ''}` : undefined,
         h.vcpuStarved === true ? 'vCPU threads got no CPU' : undefined,
         jittery.length > 0 ? 'large jitter in the kernel beat intervals' : undefined,
       ].filter((x) => x !== undefined);

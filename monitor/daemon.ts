@@ -28,6 +28,7 @@ import { Shipper } from './shipper.js';
 import type { VerdictEvent } from '../protocol/controller-api.js';
 import type { Collector, Verdict } from './types.js';
 import { linkConnector } from './diagnostics/common.js';
+import { VcpuPressureSampler } from './vcpu-pressure.js';
 
 /** How often the daemon cleans the spool and checks its quota (besides before every write). */
 export const SPOOL_MAINTAIN_MS = 10 * 60 * 1000;
@@ -237,6 +238,7 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
     ...(shipper ? { onVerdict: (app: AppConfig, c: Classification) => shipper.enqueueEvent(verdictEvent(app, c)) } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
     hostPressure: cachedHostPressure(clock),
+    vcpuPressure: new VcpuPressureSampler({ clock }),
     diagnose: async ({ app, classification, timeline, signal }) => {
       const b = await diagnoseApp(app, {
         qmpConnector: connector,

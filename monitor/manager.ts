@@ -48,6 +48,16 @@ export interface ManagerDeps {
   diagnose?: (run: DiagnosticsRun) => Promise<string | undefined>;
   /** Host pressure around an app's VM, for the `guest-starved` verdict. */
   hostPressure?: (app: AppConfig) => Promise<HostPressure | undefined>;
+  /**
+   * The app's own vCPU threads' wait for a CPU (monitor/vcpu-pressure.ts), asked only when a
+   * classification says `guest-kernel-hung`: the app is classified again with it. Primed (one
+   * reading, not awaited) when the kernel heartbeat turns late, so the hang verdict does not wait for
+   * a window of its own.
+   */
+  vcpuPressure?: {
+    sample(app: AppConfig, signal: AbortSignal): Promise<Pick<HostPressure, 'vcpuWaitRatio' | 'vcpuDetail'> | undefined>;
+    prime(app: AppConfig): void;
+  };
   /** Probe factory (tests inject fakes); default createProbe. */
   probeFor?: (app: AppConfig, scenario: AppConfig['scenarios'][number]) => Probe;
   random?: () => number;
@@ -221,7 +231,16 @@ export class Manager {
   async #classify(run: AppRun, u: WorkerUpdate): Promise<void> {
     const host = this.deps.hostPressure ? await this.deps.hostPressure(run.app).catch(() => undefined) : undefined;
     if (run.ac.signal.aborted) return;
-    const c = classify({ app: run.app.name, scenarios: [...run.observations.values()], ...(host ? { host } : {}) });
+    let c = classify({ app: run.app.name, scenarios: [...run.observations.values()], ...(host ? { host } : {}) });
+    const vp = this.deps.vcpuPressure;
+    if (vp !== undefined && u.state.last?.evidence?.['status'] === 'late' && run.observations.get(u.scenario)?.probe === 'kernel-heartbeat') vp.prime(run.app);
+    if (c.verdict === 'guest-kernel-hung' && vp !== undefined) {
+      const vcpu = await vp.sample(run.app, run.ac.signal).catch(() => undefined);
+      if (run.ac.signal.aborted) return;
+      if (vcpu !== undefined) {
+        c = classify({ app: run.app.name, scenarios: [...run.observations.values()], host: { ...host, ...vcpu } });
+      }
+    }
     const before = run.verdict?.verdict;
     run.verdict = c;
     this.deps.metrics?.setVerdict(run.app.name, c.verdict);

@@ -53,6 +53,8 @@ describe('classify: each verdict', () => {
     ['userspace alive (no kernel probe), tcp failing', [RUNNING, o('console-passive', 'success'), o('tcp', 'failure')], undefined, 'app-unhealthy'],
     ['stalled with large jitter and high PSI', [RUNNING, kernel('failure', 'stalled', { jitter: jitter(5000, 900) })], PRESSURE, 'guest-starved'],
     ['late (not yet failing) with large jitter and a starved vCPU', [RUNNING, kernel('success', 'late', { jitter: jitter(3000, 500) })], { vcpuWaitRatio: 0.8 }, 'guest-starved'],
+    // A starved vCPU records no beat, so no interval: its own run delay is enough, PSI or not.
+    ['stalled, no jitter recorded, the VM\'s vCPU thread waited 90% of the time', [RUNNING, kernel('failure', 'stalled')], { cpuSomeAvg10: 3, vcpuWaitRatio: 0.9 }, 'guest-starved'],
     ['stalled, vCPU threads got no CPU, no jitter recorded', [RUNNING, kernel('failure', 'stalled')], { vcpuStarved: true }, 'guest-starved'],
     ['nothing known yet', [o('qmp-status', 'unknown'), o('kernel-heartbeat', 'unknown')], undefined, 'unknown'],
     ['no scenarios at all', [], undefined, 'unknown'],

@@ -205,6 +205,45 @@ describe('Manager', () => {
   });
 });
 
+describe('the vCPU wait, asked only before a guest-kernel-hung', () => {
+  test('a stalled kernel whose vCPU thread waited for a CPU is guest-starved; asked never while healthy', async () => {
+    const clock = new FakeClock();
+    const asked: string[] = [];
+    const primed: string[] = [];
+    let wait = 0.9;
+    const probe = new Scripted('kernel-heartbeat', ok('kernel-heartbeat'));
+    const m = new Manager({
+      clock,
+      links: new QmpLinks(),
+      log: () => undefined,
+      random: () => 0,
+      vcpuPressure: {
+        sample: async (a) => (asked.push(a.name), { vcpuWaitRatio: wait, vcpuDetail: 'thread 7 waited' }),
+        prime: (a) => primed.push(a.name),
+      },
+      probeFor: () => probe,
+    });
+    const one = app('vm1');
+    one.scenarios = [one.scenarios[1]!];
+    await m.sync([one]);
+    await clock.advance(3000);
+    expect(m.status()[0]?.verdict).toBe('running-healthy');
+    expect(asked).toEqual([]);
+    probe.next = { outcome: 'unknown', detail: 'late', evidence: { status: 'late', ageMs: 1500 } };
+    await clock.advance(1000);
+    expect(primed).toEqual(['vm1']);
+    expect(asked).toEqual([]);
+    probe.next = { outcome: 'failure', detail: 'stalled', evidence: { status: 'stalled', ageMs: 3100 } };
+    await clock.advance(2000);
+    expect(m.status()[0]?.verdict).toBe('guest-starved');
+    expect(asked.length).toBeGreaterThan(0);
+    wait = 0.05; // the host lets it run, and still no beat: hung
+    await clock.advance(1000);
+    expect(m.status()[0]?.verdict).toBe('guest-kernel-hung');
+    await m.stop();
+  });
+});
+
 describe('a steady heartbeat is not classified again', () => {
   const alive = (status = 'running'): ProbeResult => ({ outcome: 'success', detail: 'alive', evidence: { status: 'alive', ageMs: 10, vm: { running: status === 'running', status } } });
 
