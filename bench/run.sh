@@ -9,6 +9,7 @@
 #        bash bench/run.sh faults [--help | options]     bench/faults.ts (the fault suite's scoreboard; needs dist/)
 #        bash bench/run.sh fuzz [RUNS [SEED]]             test/fuzz with RUNS cases per property (default 100000)
 #        bash bench/run.sh fuzz-coverage [RUNS]           test/fuzz's line and branch coverage of the decoders it fuzzes (default 300 runs)
+#        bash bench/run.sh matrix                         the diagnostic SSDT on every kernel x QEMU x machine x firmware cell (36 guests, ~30 min; needs dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=poll
@@ -28,6 +29,9 @@ if [ "${1:-}" = fuzz-coverage ]; then
     --coverage.include='host-reader/console/{sanitize,log-entry,line-splitter}.ts' --coverage.include='protocol/{mark,heartbeat-disk,report-manifest,controller-api}.ts' \
     --coverage.include='host-reader/qmp/{line-stream,messages}.ts' --coverage.include='host-reader/gdb/{packet,client,stack,x86-64}.ts' \
     --coverage.include='host-reader/erst/**' --coverage.include='controller/api/**' --coverage.include='controller/logs.ts'
+fi
+if [ "${1:-}" = matrix ]; then
+  EVE_DIAG_MATRIX=full exec npx vitest run --project guest test/acpi/diag-ssdt.guest.test.ts
 fi
 case "${1:-}" in
   detection | controller | soak | fleet | faults) bench=$1; shift ;;

@@ -46,11 +46,13 @@ export interface DebianKernelSpec {
 export const GUEST_KERNELS = {
   'debian-6.1': { metapackage: 'linux-image-amd64' },
   'debian-6.12': { metapackage: 'linux-image-amd64', release: 'bookworm-backports' },
+  // Debian's cloud kernel (bookworm's 6.1, fewer drivers): ACPI thermal is still built in.
+  'debian-cloud': { metapackage: 'linux-image-cloud-amd64' },
 } as const satisfies Record<string, DebianKernelSpec>;
 export type GuestKernelName = keyof typeof GUEST_KERNELS;
 
 /** The version prefix each named kernel must have: a test asserts it, so a renamed suite cannot pass silently. */
-export const GUEST_KERNEL_SERIES: Record<GuestKernelName, string> = { 'debian-6.1': '6.1.', 'debian-6.12': '6.12.' };
+export const GUEST_KERNEL_SERIES: Record<GuestKernelName, string> = { 'debian-6.1': '6.1.', 'debian-6.12': '6.12.', 'debian-cloud': '6.1.' };
 
 /** What `.ci/run` writes so apt lists bookworm-backports without ever upgrading from it by itself. */
 export const BACKPORTS_SOURCES_FILE = '/etc/apt/sources.list.d/eve-diag-bookworm-backports.sources';

@@ -5,21 +5,28 @@
  * Every launched QEMU is tracked: `stopAllGuests()` in afterAll, a process 'exit' handler as a backstop,
  * and (when util-linux `setpriv` is present) PR_SET_PDEATHSIG so QEMU dies with a killed test worker.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { createWriteStream, existsSync, readFileSync, rmSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildGuestImage, GUEST_READY_LINE } from '../../build/guest-image.js';
 import type { GuestKernel } from '../../build/kernels.js';
+import { hostQemu, type QemuBuild } from '../../build/qemus.js';
 import { findOnPath } from '../../util/which.js';
 import { qemuOptValue } from '../../host-reader/qemu-args/index.js';
+import { eveDomPaths } from '../../host-reader/eve.js';
+import { QmpClient } from '../../host-reader/qmp/index.js';
+import { EVE_DM_ARGS, eveIni } from './eve-node.js';
 
 export interface LaunchOptions {
   /** The guest kernel (build/kernels.ts: `guestKernel('debian-6.12')`); default the newest host kernel. */
   kernel?: GuestKernel;
-  machine?: 'q35' | 'pc';
+  /** `-M`: `pc-q35-3.1` is EVE's. Default q35. */
+  machine?: 'q35' | 'pc' | 'pc-q35-3.1';
+  /** The QEMU to run (build/qemus.ts: `guestQemu('debian-10.0')`); default the host's. */
+  qemu?: QemuBuild;
   firmware?: 'seabios' | 'ovmf';
   memoryMiB?: number;
   /** vCPUs (`-smp`). Default 1. */
@@ -36,6 +43,14 @@ export interface LaunchOptions {
   reboot?: boolean;
   /** How long to wait for the ready line; default 60 s (SeaBIOS) or 120 s (OVMF). */
   bootTimeoutMs?: number;
+  /**
+   * Lay the VM out as an EVE node does (test/helpers/eve-node.ts): `<root>/<dom>/{qmp,listener.qmp,cons,pid}`
+   * from an EVE-shaped `-readconfig` ini and EVE's fixed arguments (`-S`: started with QMP `cont` over
+   * `qmp`), machine `pc-q35-3.1` unless `machine` says otherwise. The console goes to QEMU's stdout as
+   * EVE's `logfile=/dev/fd/1` does; the launcher copies it to `consoleLogPath` in its private `dir`,
+   * not under `root`: on EVE there is no console log on disk.
+   */
+  eve?: { root: string; dom: string };
   /**
    * An existing directory for the sockets and the console log instead of a new temporary one (a
    * second QEMU on the same paths: EVE restarting an app). stop() leaves it in place.
@@ -88,8 +103,8 @@ export async function stopAllGuests(): Promise<void> {
 
 /** Boots the test guest and resolves once its /init printed the ready line. */
 export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
-  const qemu = findOnPath('qemu-system-x86_64');
-  if (qemu === undefined) throw new Error('qemu-system-x86_64 is not installed: apt-get install qemu-system-x86');
+  const build = opts.qemu ?? hostQemu();
+  const qemu = build.binary;
   const firmware = opts.firmware ?? 'seabios';
   if (firmware === 'ovmf' && !(existsSync(OVMF_CODE) && existsSync(OVMF_VARS))) {
     throw new Error(`${OVMF_CODE} or ${OVMF_VARS} missing: apt-get install ovmf`);
@@ -97,20 +112,33 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   const image = await buildGuestImage({ ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}), ...(opts.modules !== undefined ? { modules: opts.modules } : {}) });
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'eve-diag-guest-'))); // mkdtemp(3) creates it 0700
   const ownsDir = opts.dir === undefined;
+  const eve = opts.eve === undefined ? undefined : eveDomPaths(opts.eve.dom, opts.eve.root);
   const paths = {
-    qmpPath: join(dir, 'qmp.sock'),
-    consolePath: join(dir, 'cons.sock'),
+    qmpPath: eve?.qmp ?? join(dir, 'qmp.sock'),
+    consolePath: eve?.console ?? join(dir, 'cons.sock'),
     consoleLogPath: join(dir, 'console.log'),
   };
   const ovmfVars = join(dir, 'OVMF_VARS.fd'); // private copy: the firmware writes its variables
+  let layoutArgs: string[];
+  if (eve !== undefined) {
+    await mkdir(eve.dir, { recursive: true, mode: 0o700 });
+    const ini = join(dir, 'eve-qemu.ini');
+    await writeFile(ini, eveIni({ paths: eve, machine: opts.machine ?? 'pc-q35-3.1', memoryMiB: opts.memoryMiB ?? 512, cpus: opts.cpus ?? 1 }));
+    layoutArgs = ['-accel', 'tcg', ...EVE_DM_ARGS, '-readconfig', ini, '-pidfile', eve.pidfile];
+  } else {
+    layoutArgs = [
+      ...['-accel', 'tcg', '-M', opts.machine ?? 'q35', '-m', String(opts.memoryMiB ?? 512), '-smp', String(opts.cpus ?? 1)],
+      ...['-display', 'none', '-no-user-config', '-nodefaults'],
+      ...['-qmp', `unix:${qemuOptValue(paths.qmpPath)},server=on,wait=off`],
+      '-chardev',
+      `socket,id=cons,path=${qemuOptValue(paths.consolePath)},server=on,wait=off,logfile=${qemuOptValue(paths.consoleLogPath)},mux=on`,
+      ...['-serial', 'chardev:cons'],
+    ];
+  }
   const args = [
-    ...['-accel', 'tcg', '-M', opts.machine ?? 'q35', '-m', String(opts.memoryMiB ?? 512), '-smp', String(opts.cpus ?? 1)],
-    ...['-display', 'none', '-no-user-config', '-nodefaults'],
+    ...build.args,
+    ...layoutArgs,
     ...['-kernel', image.kernel, '-initrd', image.initrd, '-append', `console=ttyS0 ${opts.append ?? ''}`.trim()],
-    ...['-qmp', `unix:${qemuOptValue(paths.qmpPath)},server=on,wait=off`],
-    '-chardev',
-    `socket,id=cons,path=${qemuOptValue(paths.consolePath)},server=on,wait=off,logfile=${qemuOptValue(paths.consoleLogPath)},mux=on`,
-    ...['-serial', 'chardev:cons'],
     ...(opts.reboot === true ? [] : ['-no-reboot']),
     ...(opts.name === undefined ? [] : ['-name', `guest=${qemuOptValue(opts.name)}`]),
     ...(opts.acpiTables ?? []).flatMap((t) => ['-acpitable', `file=${qemuOptValue(t)}`]),
@@ -132,19 +160,42 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   // PR_SET_PDEATHSIG: QEMU gets SIGKILL when this process dies without running its 'exit' handler (a
   // test worker killed on timeout). setpriv (util-linux) execs QEMU, so the child's pid is QEMU's.
   const setpriv = findOnPath('setpriv');
+  const stdio: StdioOptions = ['ignore', eve !== undefined ? 'pipe' : 'ignore', 'pipe'];
   const child =
     setpriv === undefined
-      ? spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-      : spawn(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      ? spawn(qemu, args, { stdio, env: { ...process.env, ...build.env } })
+      : spawn(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], { stdio, env: { ...process.env, ...build.env } });
+  // EVE's console logfile is QEMU's stdout: kept here for waitForConsole, outside the EVE root.
+  if (eve !== undefined) child.stdout?.pipe(createWriteStream(paths.consoleLogPath, { flags: 'a', mode: 0o600 }));
   const guest = new QemuGuest(child, dir, paths, image.release, ownsDir);
   live.add(guest);
   try {
+    if (eve !== undefined) await eveCont(eve.qmp, 10_000);
     await guest.waitForConsole(READY_RE, opts.bootTimeoutMs ?? (firmware === 'ovmf' ? 120_000 : 60_000));
   } catch (err) {
     await guest.stop();
     throw err;
   }
   return guest;
+}
+
+/** EVE starts QEMU with -S and sends `cont` once the VM is set up: the same, over its per-command socket. */
+async function eveCont(qmpPath: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const q = await QmpClient.connect({ path: qmpPath }, { timeoutMs: 2000 });
+      try {
+        await q.cont();
+      } finally {
+        await q.close();
+      }
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`EVE-style cont over ${qmpPath} failed for ${timeoutMs} ms`, { cause: e });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 class QemuGuest implements Guest {
