@@ -56,7 +56,7 @@ export class RegionDecodeError extends Error {
 export class RegionReader {
   #address: bigint | undefined;
   constructor(
-    private readonly qmp: QmpClient,
+    private qmp: QmpClient,
     private readonly memory: GuestMemory,
     readonly layout: DiagLayout,
     private readonly now: () => number = () => performance.now(),
@@ -64,6 +64,11 @@ export class RegionReader {
 
   get address(): bigint | undefined {
     return this.#address;
+  }
+
+  /** Use `qmp` for later HMP calls (a new connection to the same QEMU); the address is kept. */
+  rebind(qmp: QmpClient): void {
+    this.qmp = qmp;
   }
 
   /** Forget the address (a RESET): the next read scans again, and a memory that translates addresses (procmem) re-translates first. */
@@ -201,7 +206,7 @@ export class HeartbeatPoller {
   #refreshError: Error | undefined;
 
   constructor(
-    private readonly qmp: QmpClient,
+    private qmp: QmpClient,
     readonly reader: RegionReader,
     private readonly options: AssessOptions = {},
     private readonly now: () => number = () => performance.now(),
@@ -209,11 +214,32 @@ export class HeartbeatPoller {
   ) {
     this.#refreshMs = pollerOptions.statusRefreshMs ?? STATUS_REFRESH_MS;
     if (!(this.#refreshMs >= 0)) throw new RangeError(`statusRefreshMs: >= 0 (got ${String(this.#refreshMs)})`);
-    this.#unsubscribe = qmp.on('RESET', () => {
+    [this.#unsubscribe, this.#events] = this.#subscribe(qmp);
+  }
+
+  #subscribe(qmp: QmpClient): [() => void, QmpEventListener] {
+    const off = qmp.on('RESET', () => {
       this.#resetSeen = true;
-      reader.invalidate();
+      this.reader.invalidate();
     });
-    this.#events = qmp.events(RUN_STATE_EVENTS, { maxQueue: 64 });
+    return [off, qmp.events(RUN_STATE_EVENTS, { maxQueue: 64 })];
+  }
+
+  /**
+   * Go on over `qmp`, a new connection to the same QEMU (the monitor lets go of an EVE VM's `qmp`
+   * between uses): the assessment's history and the table's address are kept; the run state is asked
+   * again, since events sent while nobody was connected are lost. A RESET missed meanwhile still
+   * shows in the region (its load count, its beats going back).
+   */
+  rebind(qmp: QmpClient): void {
+    if (qmp === this.qmp) return;
+    this.#unsubscribe();
+    this.#events.close();
+    this.qmp = qmp;
+    this.reader.rebind(qmp);
+    [this.#unsubscribe, this.#events] = this.#subscribe(qmp);
+    this.#status = undefined;
+    this.#changed = false;
   }
 
   /** `query-status` calls made so far (tests, benchmarks). */

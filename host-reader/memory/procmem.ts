@@ -244,7 +244,7 @@ export class ProcMemory implements GuestMemory {
   #translations = 1;
 
   private constructor(
-    private readonly qmp: QmpClient,
+    private qmp: QmpClient,
     readonly pid: number,
     name: string,
     inner: FileBackedMemory,
@@ -273,6 +273,20 @@ export class ProcMemory implements GuestMemory {
       throw e;
     });
     return new ProcMemory(qmp, pid, name, inner, fh, ranges);
+  }
+
+  /**
+   * Use `qmp` for later translations: a new QMP connection to the same QEMU (the monitor lets go of
+   * an EVE VM's `qmp` between uses). The open file stays this process's memory: a new QEMU is a new
+   * ProcMemory.
+   */
+  rebind(qmp: QmpClient): void {
+    this.qmp = qmp;
+  }
+
+  /** The process whose memory this reads is still there (not gone, not a zombie). */
+  async alive(): Promise<boolean> {
+    return !this.#closed && !(await processGone(this.pid));
   }
 
   /** The current translation (for logs and tests). */

@@ -40,7 +40,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup() {
+async function setup(holdMs?: number) {
   const ram = ownRam(TOP);
   const table = ram.bytes.subarray(TABLE_AT, TABLE_AT + aml.length);
   table.set(aml);
@@ -58,7 +58,7 @@ async function setup() {
     if (/^gpa2hva 0x0+$/.test(line)) return { return: `Host virtual address for 0x0 (pc.ram) is 0x${ram.hva.toString(16)}\r\n` };
     return { return: `No memory is mapped at address ${line.slice(8)}\r\n` };
   });
-  const links = new QmpLinks({ connectTimeoutMs: 1000 });
+  const links = new QmpLinks({ connectTimeoutMs: 1000, ...(holdMs !== undefined ? { holdMs } : {}) });
   cleanups.push(() => links.closeAll());
   let now = 0;
   const discoveries: string[] = [];
@@ -68,8 +68,30 @@ async function setup() {
   const run = (): Promise<ProbeResult> => probe.run(target, { timeoutMs: 2000, signal: new AbortController().signal });
   const beat = () => simulateBeat(table, layout, 'kernel', (timer += PERIOD * MS));
   const commands = () => server.received.filter((c) => c.execute !== 'qmp_capabilities').length;
-  return { server, vm, table, probe, target, run, beat, commands, discoveries, advance: (ms: number) => (now += ms) };
+  const connections = () => server.received.filter((c) => c.execute === 'qmp_capabilities').length;
+  return { server, vm, table, probe, target, run, beat, commands, connections, discoveries, advance: (ms: number) => (now += ms) };
 }
+
+describe('kernel-heartbeat over procmem with a QMP link that lets go when idle (EVE: holdMs)', () => {
+  test('each run reconnects; the same QEMU keeps its memory, table and beat history: alive, then stalled, one discovery', async () => {
+    const { run, beat, connections, discoveries, advance } = await setup(20);
+    beat();
+    expect((await run()).outcome).toBe('unknown'); // the baseline
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 60)); // the link lets go
+      advance(PERIOD);
+      beat();
+      const r = await run();
+      expect(r.outcome, r.detail).toBe('success');
+      expect(r.evidence).toMatchObject({ status: 'alive', delta: 1 });
+    }
+    expect(connections()).toBe(4);
+    expect(discoveries).toEqual(['scan']);
+    await new Promise((r) => setTimeout(r, 60));
+    advance(2.1 * PERIOD);
+    expect(await run()).toMatchObject({ outcome: 'failure', evidence: { status: 'stalled' } });
+  });
+});
 
 describe('kernel-heartbeat runSync over procmem', () => {
   test('nothing at once before the first run; then each poll is answered at once with no QMP command, as run() would', async () => {
