@@ -58,11 +58,17 @@ export function planDiscovery(listing: readonly DomainEntry[], config: Pick<Moni
     if (d.hasCons) Object.assign(target, { console: paths.console, consoleLog: paths.consoleLog, consoleMux: true });
     const layout = config.eve.layouts[d.name] ?? config.eve.layout;
     if (layout !== undefined) target.layout = layout;
+    // EVE starts QEMU with `-pidfile <dom>/pid`: the heartbeat's procmem path reads the pid there (and
+    // checks that pid holds the QMP socket) before walking every process's fds for the socket's owner.
+    const pidFile = eveDomPaths(d.name, config.eve.root).pidfile;
+    const scenarios = defaultScenarios(target, config.defaults.timing).map((s) =>
+      s.probe.type === 'kernel-heartbeat' && s.probe.params.pid === undefined && s.probe.params.pidFile === undefined ? { ...s, probe: { ...s.probe, params: { ...s.probe.params, pidFile } } } : s,
+    );
     plan.apps.push({
       name: d.name,
       eveDom: d.name,
       target,
-      scenarios: defaultScenarios(target, config.defaults.timing),
+      scenarios,
       diagnostics: config.eve.diagnostics,
       origin: 'eve',
     });

@@ -60,6 +60,8 @@ apps:
       ['kernel-heartbeat', 'kernel-heartbeat'],
       ['console-marks', 'console-passive'],
     ]);
+    // The kernel heartbeat reads QEMU's pid from EVE's -pidfile.
+    expect(b?.scenarios[1]?.probe.params).toEqual({ pidFile: '/run/hypervisor/kvm/b-vm.1.1/pid' });
     expect(b?.scenarios[0]?.timing.periodMs).toBe(20_000);
     expect(b?.diagnostics).toEqual(c.eve.diagnostics);
   });
