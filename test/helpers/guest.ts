@@ -6,7 +6,7 @@
  * and (when util-linux `setpriv` is present) PR_SET_PDEATHSIG so QEMU dies with a killed test worker.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -160,42 +160,26 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   // PR_SET_PDEATHSIG: QEMU gets SIGKILL when this process dies without running its 'exit' handler (a
   // test worker killed on timeout). setpriv (util-linux) execs QEMU, so the child's pid is QEMU's.
   const setpriv = findOnPath('setpriv');
-  const stdio: StdioOptions = ['ignore', eve !== undefined ? 'pipe' : 'ignore', 'pipe'];
+  // EVE's console logfile is QEMU's stdout (`/dev/fd/1`, a containerd FIFO there): here a file in the
+  // launcher's private dir, opened anew by QEMU through /dev/fd/1 (a pipe from spawn is a socket, which
+  // /dev/fd cannot open).
+  const stdout = eve !== undefined ? openSync(paths.consoleLogPath, 'a', 0o600) : 'ignore';
+  const stdio: StdioOptions = ['ignore', stdout, 'pipe'];
   const child =
     setpriv === undefined
       ? spawn(qemu, args, { stdio, env: { ...process.env, ...build.env } })
       : spawn(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], { stdio, env: { ...process.env, ...build.env } });
-  // EVE's console logfile is QEMU's stdout: kept here for waitForConsole, outside the EVE root.
-  if (eve !== undefined) child.stdout?.pipe(createWriteStream(paths.consoleLogPath, { flags: 'a', mode: 0o600 }));
+  if (typeof stdout === 'number') closeSync(stdout);
   const guest = new QemuGuest(child, dir, paths, image.release, ownsDir);
   live.add(guest);
   try {
-    if (eve !== undefined) await eveCont(eve.qmp, 10_000);
+    if (eve !== undefined) await guest.eveCont(10_000);
     await guest.waitForConsole(READY_RE, opts.bootTimeoutMs ?? (firmware === 'ovmf' ? 120_000 : 60_000));
   } catch (err) {
     await guest.stop();
     throw err;
   }
   return guest;
-}
-
-/** EVE starts QEMU with -S and sends `cont` once the VM is set up: the same, over its per-command socket. */
-async function eveCont(qmpPath: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const q = await QmpClient.connect({ path: qmpPath }, { timeoutMs: 2000 });
-      try {
-        await q.cont();
-      } finally {
-        await q.close();
-      }
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`EVE-style cont over ${qmpPath} failed for ${timeoutMs} ms`, { cause: e });
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 class QemuGuest implements Guest {
@@ -237,6 +221,26 @@ class QemuGuest implements Guest {
       () => this.wake(),
       () => this.wake(),
     );
+  }
+
+  /** EVE starts QEMU with -S and sends `cont` once the VM is set up: the same, over its per-command socket. */
+  async eveCont(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const q = await QmpClient.connect({ path: this.qmpPath }, { timeoutMs: 2000 });
+        try {
+          await q.cont();
+        } finally {
+          await q.close();
+        }
+        return;
+      } catch (e) {
+        if (this.exitDetail !== undefined) throw this.failure(`QEMU ${this.exitDetail} before EVE's cont`);
+        if (Date.now() > deadline) throw Object.assign(this.failure(`EVE's cont over ${this.qmpPath} failed for ${timeoutMs} ms`), { cause: e });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   get pid(): number {
@@ -284,7 +288,8 @@ class QemuGuest implements Guest {
   private waitReceived(re: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
     return new Promise((resolve, reject) => {
       const check = () => {
-        const m = re.exec(this.received);
+        // A kernel message (an oops on another vCPU) can land inside the end marker's line.
+        const m = re.exec(this.received) ?? re.exec(removeInjectedPrintk(this.received));
         const err =
           m !== null
             ? undefined
