@@ -370,6 +370,31 @@ describe('guest events under the poller (q35 + SeaBIOS, 256 MiB)', () => {
     expect(stalled.start - panicAt).toBeLessThan(bound + 2 * POLL_MS + 1000);
   });
 
+  test('thermal.off=1: the table loads, the kernel never polls its zone: waiting, then unavailable, and after a panic still never stalled', async () => {
+    const { guest, qmp } = await boot({ memoryMiB: 256, append: 'panic=0 thermal.off=1' });
+    expect(await guest.run('ls /sys/class/thermal | grep -c thermal_zone || true')).toBe('0');
+    const graceMs = 4000;
+    const p = new HeartbeatPoller(qmp, new RegionReader(qmp, await pmemsave(qmp), layout), { graceMs });
+    cleanups.push(() => p.close());
+    const log: Sample[] = [];
+    const unavailable = await pollUntil(p, log, (s) => kernelStatus(s) === 'unavailable', 30_000, 'kernel heartbeat unavailable');
+    console.log(`[thermal.off=1] ${unavailable.poll.report.kernel.detail}; polls: ${summary(log)}`);
+    expect(unavailable.poll.snapshot?.region.loadCount).toBe(1);
+    expect(unavailable.poll.snapshot?.region.kernel.beats).toBe(0);
+    expect(unavailable.poll.report.kernel.detail).toMatch(/thermal\.off=1/);
+    // The agent's zone is not there either: userspace cannot beat it.
+    expect(await guest.run('cat /sys/class/thermal/thermal_zone1/temp 2>&1 || true')).toMatch(/No such file/);
+    await guest.run('echo c > /proc/sysrq-trigger', 5000).catch(() => undefined);
+    await guest.waitForConsole(/Kernel panic - not syncing/, 20_000);
+    const after: Sample[] = [];
+    const t0 = performance.now();
+    while (performance.now() - t0 < 4 * PERIOD_MS + 1000) {
+      await pollUntil(p, after, () => true, 5000, 'poll');
+      await sleep(POLL_MS);
+    }
+    for (const s of [...log, ...after]) expect(['waiting', 'unavailable']).toContain(kernelStatus(s));
+  });
+
   test('QMP stop: paused (never late or stalled) for more than 3 periods; cont: alive again', async () => {
     const { qmp } = await boot({ memoryMiB: 256 });
     const p = poller(qmp, await pmemsave(qmp));
