@@ -33,16 +33,16 @@ interface Cell {
 }
 
 const CI_CELLS: Cell[] = [
-  ...(['debian-6.1', 'debian-6.12'] as const).flatMap((kernel): Cell[] => [
-    // The long run: at least 60 s with no thermal action, and the period/jitter numbers we report.
-    { kernel, qemu: 'debian-7.2', machine: 'q35', firmware: 'seabios', periodMs: 1000, runMs: 62_000 },
-    { kernel, qemu: 'debian-7.2', machine: 'q35', firmware: 'ovmf', periodMs: 500, runMs: 8_000 },
-    // 20 s: enough 2 s beats to see 6.12's rounding to whole seconds in the ring.
-    { kernel, qemu: 'debian-7.2', machine: 'pc', firmware: 'seabios', periodMs: 2000, runMs: 20_000 },
-  ]),
-  // EVE's machine on the newer QEMU and kernel; the newer QEMU with OVMF; the cloud kernel.
+  // The long run: at least 60 s with no thermal action, and the period/jitter numbers we report (on
+  // 6.12, whose thermal core changed; 6.1 gets 20 s: CI time).
+  { kernel: 'debian-6.12', qemu: 'debian-7.2', machine: 'q35', firmware: 'seabios', periodMs: 1000, runMs: 62_000 },
+  { kernel: 'debian-6.1', qemu: 'debian-7.2', machine: 'q35', firmware: 'seabios', periodMs: 1000, runMs: 20_000 },
+  { kernel: 'debian-6.12', qemu: 'debian-7.2', machine: 'q35', firmware: 'ovmf', periodMs: 500, runMs: 8_000 },
+  // 20 s: enough 2 s beats to see 6.12's rounding to whole seconds in the ring.
+  ...(['debian-6.1', 'debian-6.12'] as const).map((kernel): Cell => ({ kernel, qemu: 'debian-7.2', machine: 'pc', firmware: 'seabios', periodMs: 2000, runMs: 20_000 })),
+  // EVE's machine on the newer QEMU and kernel; the newer QEMU with OVMF (6.1 on OVMF is here); the cloud kernel.
   { kernel: 'debian-6.12', qemu: 'debian-10.0', machine: 'pc-q35-3.1', firmware: 'seabios', periodMs: 1000, runMs: 8_000 },
-  { kernel: 'debian-6.1', qemu: 'debian-10.0', machine: 'q35', firmware: 'ovmf', periodMs: 1000, runMs: 8_000 },
+  { kernel: 'debian-6.1', qemu: 'debian-10.0', machine: 'q35', firmware: 'ovmf', periodMs: 500, runMs: 8_000 },
   { kernel: 'debian-cloud', qemu: 'debian-7.2', machine: 'q35', firmware: 'seabios', periodMs: 1000, runMs: 8_000 },
 ];
 
