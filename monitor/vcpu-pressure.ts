@@ -8,13 +8,14 @@ import type { AppConfig } from './config.js';
  * How long an app's QEMU threads waited for a CPU (host-reader/vcpu-wait.ts), read only when a
  * classification is about to say `guest-kernel-hung`: a steady fleet pays nothing for it. With no
  * reading in the last `freshMs`, it reads twice `windowMs` apart (the verdict comes that much later);
- * otherwise it measures from the previous reading: `prime` takes one when the heartbeat turns late. The QEMU pid is resolved as the heartbeat probe
+ * otherwise it measures from the previous reading, at least `windowMs` back: `prime` takes one when
+ * the heartbeat turns late. The QEMU pid is resolved as the heartbeat probe
  * does (its `pid`/`pidFile` params, EVE's pidfile, the QMP socket's owner) and again when the
  * process is gone.
  */
 export interface VcpuPressureOptions {
   clock: Clock;
-  /** Default 500 ms: several 100 ms CFS periods of a throttled cgroup. */
+  /** The shortest window, default 1000 ms: a throttled cgroup's wait shows once per CFS period (100 ms by default, up to 1 s). */
   windowMs?: number;
   /** A reading older than this is not a window's start. Default 10 s. */
   freshMs?: number;
@@ -24,6 +25,8 @@ export interface VcpuPressureOptions {
 interface AppState {
   pid?: number;
   last?: ThreadWaits;
+  /** The last answer, given again until a window has passed since its reading. */
+  answer?: VcpuPressure;
 }
 
 export type VcpuPressure = Pick<HostPressure, 'vcpuWaitRatio' | 'vcpuDetail'>;
@@ -38,7 +41,7 @@ export class VcpuPressureSampler {
 
   constructor(o: VcpuPressureOptions) {
     this.#clock = o.clock;
-    this.#windowMs = o.windowMs ?? 500;
+    this.#windowMs = o.windowMs ?? 1000;
     this.#freshMs = o.freshMs ?? 10_000;
     this.#procRoot = o.procRoot ?? '/proc';
   }
@@ -65,12 +68,14 @@ export class VcpuPressureSampler {
     if (pid === undefined) return undefined;
     const read = () => readThreadWaits(pid, this.#procRoot, () => this.#clock.now());
     let a = st.last;
+    // A throttled thread's wait is counted when it next runs (once per CFS period): a window shorter
+    // than windowMs can see none of it. Until one has passed, the last answer stands.
+    if (a !== undefined && st.answer !== undefined && this.#clock.now() - a.at < this.#windowMs) return st.answer;
     let b: ThreadWaits;
     try {
-      if (a === undefined || this.#clock.now() - a.at > this.#freshMs) {
-        a = await read();
-        await this.#clock.sleep(this.#windowMs, signal);
-      }
+      if (a === undefined || this.#clock.now() - a.at > this.#freshMs) a = await read();
+      const short = this.#windowMs - (this.#clock.now() - a.at);
+      if (short > 0) await this.#clock.sleep(short, signal);
       b = await read();
     } catch {
       // The process is gone (a restart): the next sample resolves the pid again.
@@ -81,8 +86,8 @@ export class VcpuPressureSampler {
     st.pid = pid;
     st.last = b;
     const r = maxWaitRatio(a, b);
-    if (r === undefined) return undefined;
-    return { vcpuWaitRatio: r.ratio, vcpuDetail: `QEMU pid ${pid} thread ${r.tid} waited for a CPU ${Math.round(r.ratio * 100)}% of ${Math.round(r.windowMs)} ms` };
+    st.answer = r === undefined ? undefined : { vcpuWaitRatio: r.ratio, vcpuDetail: `QEMU pid ${pid} thread ${r.tid} waited for a CPU ${Math.round(r.ratio * 100)}% of ${Math.round(r.windowMs)} ms` };
+    return st.answer;
   }
 
   async #resolve(app: AppConfig): Promise<number | undefined> {

@@ -40,8 +40,12 @@ test('two readings a window apart the first time, then from the previous reading
   await clock.advance(500);
   expect(await first).toEqual({ vcpuWaitRatio: 0.9, vcpuDetail: 'QEMU pid 42 thread 43 waited for a CPU 90% of 500 ms' });
 
+  // Less than a window later: the same answer, nothing read.
+  await clock.advance(200);
+  await wait(999_000_000);
+  expect((await s.sample(a))?.vcpuWaitRatio).toBe(0.9);
   // Fresh: measured from that reading, no sleep.
-  await clock.advance(1000);
+  await clock.advance(800);
   await wait(550_000_000);
   expect((await s.sample(a))?.vcpuWaitRatio).toBeCloseTo(0.1);
   expect(clock.pending).toBe(0);
@@ -55,6 +59,7 @@ test('two readings a window apart the first time, then from the previous reading
   expect((await s.sample(a))?.vcpuWaitRatio).toBeCloseTo(0.5);
   expect(clock.pending).toBe(0);
 
+  await clock.advance(1000);
   await rm(join(root, '42'), { recursive: true });
   expect(await s.sample(a)).toBeUndefined();
   // No QMP path and no pid: nothing to read.
