@@ -233,7 +233,13 @@ export class MemoryDumpCollector implements Collector {
       await call('dump-guest-memory', { paging: false, protocol: `file:${path}`, detach: true, format });
       let status: DumpStatus = { status: 'active', completed: 0, total: ram };
       while (!deadline.expired && !opts.signal.aborted) {
-        status = await call<DumpStatus>('query-dump');
+        try {
+          status = await call<DumpStatus>('query-dump');
+        } catch (e) {
+          // The step's deadline ran out during the poll (its call is capped by it): still not done.
+          if (deadline.expired && !opts.signal.aborted) break;
+          throw e;
+        }
         if (status.status !== 'active') break;
         await this.#clock.sleep(deadline.cap(this.#pollMs), opts.signal).catch(() => undefined);
       }
