@@ -42,6 +42,8 @@ export const PACKAGES = {
     'postgresql-15': 'PostgreSQL 15, the controller’s shared store (a cluster per test run)',
     chromium: 'Chromium, the dashboard’s browser tests (driven by playwright-core)',
     makedumpfile: 'reads guest memory dumps back (makedumpfile --dump-dmesg) in the memory-dump guest test',
+    gcc: 'builds the test guest’s static kexec tool (test/helpers/kexec.ts)',
+    'libc6-dev': 'the static libc that tool links',
   },
 } as const satisfies Record<string, Record<string, string>>;
 export type SetupTarget = keyof typeof PACKAGES;

@@ -11,7 +11,7 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildGuestImage, GUEST_READY_LINE } from '../../build/guest-image.js';
+import { buildGuestImage, GUEST_READY_LINE, type GuestFile } from '../../build/guest-image.js';
 import type { GuestKernel } from '../../build/kernels.js';
 import { hostQemu, type QemuBuild } from '../../build/qemus.js';
 import { findOnPath } from '../../util/which.js';
@@ -33,6 +33,8 @@ export interface LaunchOptions {
   cpus?: number;
   /** Kernel modules the image carries and /init loads (build/guest-image.ts). */
   modules?: string[];
+  /** Extra files in the image (build/guest-image.ts `files`). */
+  files?: GuestFile[];
   /** Files passed with `-acpitable file=...`, in order. */
   acpiTables?: string[];
   /** Appended to the kernel command line after `console=ttyS0`. */
@@ -109,7 +111,11 @@ export async function launchGuest(opts: LaunchOptions = {}): Promise<Guest> {
   if (firmware === 'ovmf' && !(existsSync(OVMF_CODE) && existsSync(OVMF_VARS))) {
     throw new Error(`${OVMF_CODE} or ${OVMF_VARS} missing: apt-get install ovmf`);
   }
-  const image = await buildGuestImage({ ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}), ...(opts.modules !== undefined ? { modules: opts.modules } : {}) });
+  const image = await buildGuestImage({
+    ...(opts.kernel !== undefined ? { kernel: opts.kernel } : {}),
+    ...(opts.modules !== undefined ? { modules: opts.modules } : {}),
+    ...(opts.files !== undefined ? { files: opts.files } : {}),
+  });
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'eve-diag-guest-'))); // mkdtemp(3) creates it 0700
   const ownsDir = opts.dir === undefined;
   const eve = opts.eve === undefined ? undefined : eveDomPaths(opts.eve.dom, opts.eve.root);
