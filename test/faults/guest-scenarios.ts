@@ -340,9 +340,12 @@ function midDiagnostics(name: string, signal: 'SIGKILL' | 'SIGSTOP'): FaultScena
         const hangsTrueFrom = r.monitor.lines.length;
         r.guest.run('echo c > /proc/sysrq-trigger', 5000).catch(() => undefined);
         const started = await r.monitor.waitFor((l) => l.msg === 'diagnostics started', 60_000);
+        // Inside the memory dump: the fault lands once QEMU is writing the dump's temporary file (a
+        // fixed wait was too long once: a mostly empty 512 MiB guest dumped in under 1.5 s).
+        const dumping = () => spoolLeftovers(r.dir).some((f) => /\.tmp-memory-/.test(f));
+        for (let i = 0; i < 1000 && !dumping(); i++) await sleep(10);
+        const caught = dumping();
         const t0 = Date.now();
-        // Inside the memory dump: QEMU is writing it by now.
-        await sleep(1500);
         process.kill(r.guest.pid, signal);
         if (signal === 'SIGSTOP') {
           try {
@@ -365,7 +368,7 @@ function midDiagnostics(name: string, signal: 'SIGKILL' | 'SIGSTOP'): FaultScena
         const leftovers = spoolLeftovers(r.dir);
         const m = await r.scrape();
         return {
-          observed: `trigger ${String(started['verdict'])}; ${done.msg} ${tookS.toFixed(1)} s after the ${signal}; steps ${steps}${after ? `; then ${after}` : ''}; spool leftovers ${leftovers.length}; /metrics verdict ${m.verdict('vm1')}`,
+          observed: `trigger ${String(started['verdict'])}; ${signal} ${caught ? 'while QEMU wrote the dump' : 'with no dump file seen (the dump ended first?)'}; ${done.msg} ${tookS.toFixed(1)} s after it; steps ${steps}${after ? `; then ${after}` : ''}; spool leftovers ${leftovers.length}; /metrics verdict ${m.verdict('vm1')}`,
           pass: r.alive && done.msg === 'diagnostics done' && manifest !== undefined && leftovers.length === 0 && (signal === 'SIGSTOP' || after === 'vm-not-running'),
           visible: failedSteps > 0,
           hangsTrueFrom,
