@@ -116,7 +116,10 @@ async function atBreakpoint(guest: Guest, qmp: QmpClient, addr: bigint, cmd: str
     await gdb.removeBreakpoint(addr);
     await atStop(gdb, regs);
     await gdb.detach();
-    await ran;
+    // The command's end marker races what it makes the kernel print (an oops on the other vCPU), and
+    // the TCG UART sometimes doubles a character: a mangled marker is no failure here, the callers
+    // wait for the console lines they need and check the shell with aliveShell.
+    await ran.catch(() => undefined);
   } finally {
     await gdb.close();
     await qmp.hmp('gdbserver none').catch(() => undefined);
