@@ -38,8 +38,9 @@ const CI_CELLS: Cell[] = [
   { kernel: 'debian-6.12', qemu: 'debian-7.2', machine: 'q35', firmware: 'seabios', periodMs: 1000, runMs: 62_000 },
   { kernel: 'debian-6.1', qemu: 'debian-7.2', machine: 'q35', firmware: 'seabios', periodMs: 1000, runMs: 20_000 },
   { kernel: 'debian-6.12', qemu: 'debian-7.2', machine: 'q35', firmware: 'ovmf', periodMs: 500, runMs: 8_000 },
-  // 20 s: enough 2 s beats to see 6.12's rounding to whole seconds in the ring.
-  ...(['debian-6.1', 'debian-6.12'] as const).map((kernel): Cell => ({ kernel, qemu: 'debian-7.2', machine: 'pc', firmware: 'seabios', periodMs: 2000, runMs: 20_000 })),
+  // 20 s: enough 2 s beats to see 6.12's rounding to whole seconds in the ring (6.1 on pc: the long
+  // run and reader.guest.test.ts; CI time).
+  { kernel: 'debian-6.12', qemu: 'debian-7.2', machine: 'pc', firmware: 'seabios', periodMs: 2000, runMs: 20_000 },
   // EVE's machine on the newer QEMU and kernel; the newer QEMU with OVMF (6.1 on OVMF is here); the cloud kernel.
   { kernel: 'debian-6.12', qemu: 'debian-10.0', machine: 'pc-q35-3.1', firmware: 'seabios', periodMs: 1000, runMs: 8_000 },
   { kernel: 'debian-6.1', qemu: 'debian-10.0', machine: 'q35', firmware: 'ovmf', periodMs: 500, runMs: 8_000 },
