@@ -9,12 +9,12 @@
  * (`linux-image-6.12.95+deb12-amd64`) and its candidate version. An image package dpkg has installed at
  * that version is used from /boot and /lib/modules directly, with no download.
  */
-import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { access, constants, mkdir, mkdtemp, open, readdir, rename, rm } from 'node:fs/promises';
+import { access, constants, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { repoRoot } from '../util/repo-root.js';
 import { findOnPath } from '../util/which.js';
+import { fetchIntoCache, runTool } from './debian-archive.js';
 
 export interface GuestKernel {
   /** `uname -r` of the kernel: `6.12.95+deb12-amd64`. */
@@ -62,14 +62,7 @@ export class KernelFetchError extends Error {
   override readonly name = 'KernelFetchError';
 }
 
-function run(cmd: string, args: readonly string[], cwd?: string): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(cmd, args, { cwd, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
-      if (err === null) resolve(stdout);
-      else reject(new KernelFetchError(`${cmd} ${args.join(' ')} failed: ${(stderr || err.message).trim()}`, { cause: err }));
-    }),
-  );
-}
+const run = (cmd: string, args: readonly string[]): Promise<string> => runTool(cmd, args, (m, o) => new KernelFetchError(m, o));
 
 /** `Depends: linux-image-6.12.95+deb12-amd64` in `apt-cache depends` output: the image package. */
 export function imagePackageFromDepends(text: string, metapackage: string): string {
@@ -138,23 +131,15 @@ async function fetchDebianKernel(spec: DebianKernelSpec, cacheDir: string): Prom
     return { ...cached, source };
   }
 
-  await mkdir(cacheDir, { recursive: true });
-  const tmp = await mkdtemp(join(cacheDir, '.fetch-'));
-  try {
-    process.stderr.write(`eve-diag: fetching guest kernel ${pkg}=${version} (${what}) into ${dir}\n`);
-    await run('apt-get', [...t, 'download', '-q', `${pkg}=${version}`], tmp);
-    const debs = (await readdir(tmp)).filter((f) => f.endsWith('.deb'));
-    if (debs.length !== 1) throw new KernelFetchError(`apt-get download ${pkg}=${version}: expected one .deb, found ${debs.length}`);
-    const root = join(tmp, 'root');
-    await run('dpkg-deb', ['-x', join(tmp, debs[0] as string), root]);
-    await ensureModulesDep(root, release);
-    // Rename makes the cache entry appear whole; a concurrent fetch that won the race is as good.
-    await rename(root, dir).catch((err: NodeJS.ErrnoException) => {
-      if (!existsSync(dir) || (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST')) throw err;
-    });
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
+  process.stderr.write(`eve-diag: fetching guest kernel ${pkg}=${version} (${what}) into ${dir}\n`);
+  await fetchIntoCache({
+    cacheDir,
+    dir,
+    packages: [`${pkg}=${version}`],
+    aptArgs: t,
+    makeError: (m, o) => new KernelFetchError(m, o),
+    prepare: (root) => ensureModulesDep(root, release),
+  });
   const fetched = await hostKernelFiles(join(dir, 'boot'), join(dir, 'lib', 'modules'), release);
   if (fetched === undefined) throw new KernelFetchError(`${pkg}=${version}: the package has no boot/vmlinuz-${release}`);
   return { ...fetched, source };

@@ -8,10 +8,10 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { repoRoot } from '../util/repo-root.js';
 import { findOnPath } from '../util/which.js';
+import { fetchIntoCache, runTool } from './debian-archive.js';
 import { BACKPORTS_PIN_FILE, BACKPORTS_SOURCES_FILE, kernelCacheName, versionFromShow } from './kernels.js';
 
 export interface QemuBuild {
@@ -44,14 +44,7 @@ export class QemuFetchError extends Error {
   override readonly name = 'QemuFetchError';
 }
 
-function run(cmd: string, args: readonly string[], cwd?: string): Promise<string> {
-  return new Promise((resolve, reject) =>
-    execFile(cmd, args, { cwd, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
-      if (err === null) resolve(stdout);
-      else reject(new QemuFetchError(`${cmd} ${args.join(' ')} failed: ${(stderr || err.message).trim()}`, { cause: err }));
-    }),
-  );
-}
+const run = (cmd: string, args: readonly string[]): Promise<string> => runTool(cmd, args, (m, o) => new QemuFetchError(m, o));
 
 /** The host's `qemu-system-x86_64`, as it is. */
 export function hostQemu(): QemuBuild {
@@ -109,21 +102,8 @@ async function fetchDebianQemu(spec: DebianQemuSpec, cacheDir: string): Promise<
   const cached = buildIn(dir, source);
   if (cached !== undefined) return cached;
 
-  await mkdir(cacheDir, { recursive: true });
-  const tmp = await mkdtemp(join(cacheDir, '.fetch-'));
-  try {
-    process.stderr.write(`eve-diag: fetching QEMU ${qemuVersion} (${PACKAGES.join(', ')} from ${spec.release}) into ${dir}\n`);
-    await run('apt-get', ['download', '-q', ...PACKAGES.map((p, i) => `${p}=${versions[i] as string}`)], tmp);
-    const debs = (await readdir(tmp)).filter((f) => f.endsWith('.deb'));
-    if (debs.length !== PACKAGES.length) throw new QemuFetchError(`apt-get download: expected ${PACKAGES.length} .deb files, found ${debs.length}`);
-    const root = join(tmp, 'root');
-    for (const d of debs) await run('dpkg-deb', ['-x', join(tmp, d), root]);
-    await rename(root, dir).catch((err: NodeJS.ErrnoException) => {
-      if (!existsSync(dir) || (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST')) throw err;
-    });
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
+  process.stderr.write(`eve-diag: fetching QEMU ${qemuVersion} (${PACKAGES.join(', ')} from ${spec.release}) into ${dir}\n`);
+  await fetchIntoCache({ cacheDir, dir, packages: PACKAGES.map((p, i) => `${p}=${versions[i] as string}`), makeError: (m, o) => new QemuFetchError(m, o) });
   const fetched = buildIn(dir, source);
   if (fetched === undefined) throw new QemuFetchError(`${source}: the package has no usr/bin/qemu-system-x86_64`);
   return fetched;
