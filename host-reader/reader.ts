@@ -82,8 +82,7 @@ export class RegionReader {
   async locate(signal?: AbortSignal): Promise<Discovery> {
     if (this.#retranslate) {
       this.#retranslate = false;
-      const m = this.memory as GuestMemory & { reopen?: (signal?: AbortSignal) => Promise<void> };
-      if (typeof m.reopen === 'function') await m.reopen(signal);
+      await this.memory.reopen?.(signal);
     }
     const ram = parseMtreeLowRam(await this.qmp.hmp('info mtree -f', { signal }));
     const d = await discoverTable(this.memory, this.layout, { lowRamTop: ram.lowRamTop, ranges: ram.lowRanges, signal });

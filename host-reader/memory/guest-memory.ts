@@ -4,6 +4,8 @@
  * Everything above it (table discovery, region polling) is written against this interface only.
  */
 
+import type { QmpClient } from '../qmp/index.js';
+
 export interface ReadOptions {
   /** Abort a pending read; implementations reject with `signal.reason`. */
   signal?: AbortSignal;
@@ -25,6 +27,12 @@ export interface GuestMemory {
   readSync?(addr: bigint, size: number): Uint8Array | undefined;
   /** A short human-readable name for logs and errors (`pmemsave:/run/.../qmp`, `file:/dev/shm/x`). */
   readonly name: string;
+  /** Translate guest addresses again (a RESET, memory hotplug), for a memory that translates them (procmem). */
+  reopen?(signal?: AbortSignal): Promise<void>;
+  /** Go on over a new QMP connection to the same QEMU (procmem: its later translations). */
+  rebind?(qmp: QmpClient): void;
+  /** The QEMU process this memory reads is still there (procmem: a new QEMU is a new memory). */
+  alive?(): Promise<boolean>;
   close?(): Promise<void>;
 }
 

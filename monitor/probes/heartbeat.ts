@@ -246,7 +246,7 @@ export class HeartbeatProbe implements Probe {
     if (s !== undefined && s.generation === link.generation && s.client === client && s.key === key) return s;
     // A new connection to the same QEMU (the link lets go of an EVE VM's qmp when idle, `holdMs`):
     // the same process's memory, table and beat history go on over it. A new QEMU process is a new session.
-    const m = s?.memory as (GuestMemory & { rebind?: (c: QmpClient) => void; alive?: () => Promise<boolean> }) | undefined;
+    const m = s?.memory;
     if (s !== undefined && s.key === key && s.locating === undefined && m?.rebind !== undefined && m.alive !== undefined && (await m.alive())) {
       m.rebind(client);
       s.poller.rebind(client);
