@@ -51,19 +51,24 @@ export class VcpuPressureSampler {
     const st = this.#apps.get(app);
     if (st?.last !== undefined && this.#clock.now() - st.last.at <= this.#freshMs) return;
     void (async () => {
-      const s = st ?? {};
-      this.#apps.set(app, s);
+      const s = this.#state(app);
       const pid = s.pid ?? (await this.#resolve(app));
       if (pid === undefined) return;
       s.pid = pid;
       s.last = await readThreadWaits(pid, this.#procRoot, () => this.#clock.now());
+      s.answer = undefined; // an answer belongs to the window that ended at the previous reading
     })().catch(() => undefined);
+  }
+
+  #state(app: AppConfig): AppState {
+    let st = this.#apps.get(app);
+    if (st === undefined) this.#apps.set(app, (st = {}));
+    return st;
   }
 
   /** The app's most-waiting QEMU thread's share of the window; undefined when it cannot be read (no QMP path, no pid, not ours to read). */
   async sample(app: AppConfig, signal?: AbortSignal): Promise<VcpuPressure | undefined> {
-    let st = this.#apps.get(app);
-    if (st === undefined) this.#apps.set(app, (st = {}));
+    const st = this.#state(app);
     const pid = st.pid ?? (await this.#resolve(app));
     if (pid === undefined) return undefined;
     const read = () => readThreadWaits(pid, this.#procRoot, () => this.#clock.now());

@@ -59,6 +59,16 @@ test('two readings a window apart the first time, then from the previous reading
   expect((await s.sample(a))?.vcpuWaitRatio).toBeCloseTo(0.5);
   expect(clock.pending).toBe(0);
 
+  // Primed again later: the old answer is not given for the new window; the sample waits it out.
+  await clock.advance(20_000);
+  s.prime(a);
+  await new Promise((r) => setTimeout(r, 50));
+  const next = s.sample(a);
+  while (clock.pending === 0) await new Promise((r) => setTimeout(r, 5));
+  await wait(1_050_000_000); // no wait at all in this window
+  await clock.advance(500);
+  expect((await next)?.vcpuWaitRatio).toBe(0);
+
   await clock.advance(1000);
   await rm(join(root, '42'), { recursive: true });
   expect(await s.sample(a)).toBeUndefined();
