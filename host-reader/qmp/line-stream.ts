@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 /**
  * A generic newline-delimited protocol over a stream socket: the bottom layer of the QMP client.
@@ -41,7 +41,7 @@ const CARRIAGE_RETURN = 0x0d;
 export class LineStream {
   readonly maxLineBytes: number;
   readonly #maxQueuedLines: number;
-  readonly #socket: Socket;
+  readonly #socket: Duplex;
 
   /** Pieces of the line being received (no newline seen yet) and their total size. */
   #partial: Buffer[] = [];
@@ -57,7 +57,7 @@ export class LineStream {
   readonly #closed: Promise<LineStreamEnd>;
   #resolveClosed!: (end: LineStreamEnd) => void;
 
-  constructor(socket: Socket, options: LineStreamOptions = {}) {
+  constructor(socket: Duplex, options: LineStreamOptions = {}) {
     const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     if (!Number.isSafeInteger(maxLineBytes) || maxLineBytes < 1) {
       throw new RangeError(`maxLineBytes must be a positive integer, got ${String(maxLineBytes)}`);

@@ -30,27 +30,31 @@ export type ParsedMessage =
 export const MAX_JSON_DEPTH = 64;
 
 /**
- * A QmpProtocolError when `line` nests arrays/objects deeper than MAX_JSON_DEPTH: JSON.parse takes any
+ * Whether `text` nests arrays/objects deeper than `max` (default MAX_JSON_DEPTH): JSON.parse takes any
  * depth, but what walks the value afterwards (JSON.stringify into a report, say) recurses and would
  * overflow the stack. One pass over the characters, strings skipped.
  */
-function tooDeepJson(line: string): QmpProtocolError | undefined {
+export function jsonNestsDeeper(text: string, max = MAX_JSON_DEPTH): boolean {
   let depth = 0;
   let inString = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line.charCodeAt(i);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
     if (inString) {
       if (c === 0x5c) i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) {
       inString = true;
     } else if (c === 0x5b || c === 0x7b) {
-      if (++depth > MAX_JSON_DEPTH) return new QmpProtocolError('bad-message', `JSON nested deeper than ${MAX_JSON_DEPTH} levels`, { text: line });
+      if (++depth > max) return true;
     } else if (c === 0x5d || c === 0x7d) {
       depth--;
     }
   }
-  return undefined;
+  return false;
+}
+
+function tooDeepJson(line: string): QmpProtocolError | undefined {
+  return jsonNestsDeeper(line) ? new QmpProtocolError('bad-message', `JSON nested deeper than ${MAX_JSON_DEPTH} levels`, { text: line }) : undefined;
 }
 
 /** Classifies one line of the running session (qmp-spec.rst, "Server responses" and "Asynchronous events"). */
