@@ -8,10 +8,12 @@
  *    (`/run/hypervisor/kvm/<dom>/qmp` or `listener.qmp` -> `<dom>/pid`, written by QEMU's `-pidfile`;
  *    host-reader/eve.ts). QEMU's own statement, one small read. A pidfile outlives its QEMU and a pid can
  *    be reused, so when the QMP socket's owner can be checked (below) a pid that does not hold the socket
- *    is rejected as stale and the next way is tried.
+ *    is rejected as stale and the next way is tried. A libvirt domain's socket is eve-diag's own bridge
+ *    (host-reader/libvirt/qmp-bridge.ts, libvirt/bridged-sockets.ts): its pidfile is libvirt's
+ *    (`/run/libvirt/qemu/<name>.pid`), taken without that check.
  * 3. **The owner of the QMP socket**: the listening socket bound at that path in `/proc/net/unix` (its
  *    inode), then the process with an fd `socket:[inode]` in `/proc/<pid>/fd`. Works anywhere with no
- *    configuration (libvirt, a hand-started QEMU, the tests) but walks every process's fds, and needs the
+ *    configuration (a hand-started QEMU, the tests) but walks every process's fds, and needs the
  *    rights to read them, which are the ptrace rights procmem needs anyway. Node has no SO_PEERCRED
  *    (`getsockopt` on the connected socket), hence the walk. Only the host's network namespace's sockets
  *    are in `/proc/net/unix`: run in QEMU's.
@@ -21,6 +23,7 @@
 import { open, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { EVE_DOM_RE, EVE_KVM_DIR, eveDomPaths } from './eve.js';
+import { isBridgedSocket } from './libvirt/bridged-sockets.js';
 
 export type QemuPidSource = 'explicit' | 'pidfile' | 'socket-owner';
 
@@ -212,7 +215,7 @@ export async function resolveQemuPid(o: ResolveQemuPidOptions): Promise<QemuPid>
       const pid = await readPidFile(pidFile);
       if (!(await processAlive(pid, procRoot))) {
         attempts.push(`pidfile ${pidFile}: pid ${pid} is not running`);
-      } else if (inode !== undefined && (await holdsSocket(pid, inode, procRoot)) === false) {
+      } else if (inode !== undefined && (await holdsSocket(pid, inode, procRoot)) === false && !isBridgedSocket(o.qmpPath)) {
         attempts.push(`pidfile ${pidFile}: pid ${pid} does not hold the QMP socket (stale pidfile?)`);
       } else {
         return { pid, source: 'pidfile', detail: `pidfile ${pidFile}` };
@@ -223,6 +226,10 @@ export async function resolveQemuPid(o: ResolveQemuPidOptions): Promise<QemuPid>
   }
   if (inode === undefined) {
     attempts.push(inodeError as string);
+    throw new QemuPidError(o.qmpPath, attempts);
+  }
+  if (isBridgedSocket(o.qmpPath)) {
+    attempts.push(`${o.qmpPath} is this process's own bridge (libvirt): only a pidfile tells QEMU's pid`);
     throw new QemuPidError(o.qmpPath, attempts);
   }
   const { pids, denied } = await socketHolders(inode, procRoot);

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { addBridgedSocket, removeBridgedSocket } from '../../host-reader/libvirt/bridged-sockets.js';
 import {
   evePidFileFor,
   listeningSocketInode,
@@ -108,6 +109,24 @@ describe('resolveQemuPid', () => {
     });
     writeFileSync(pidFile, `${other.pid}\n`);
     expect(await resolveQemuPid({ qmpPath: path, pidFile })).toMatchObject({ pid: process.pid, source: 'socket-owner' });
+  });
+
+  test("a libvirt bridge's socket: libvirt's pidfile without the holder check, never this process for QEMU", async () => {
+    const d = tempDir();
+    const path = join(d, 'qmp.sock');
+    await listen(path);
+    addBridgedSocket(path);
+    cleanups.push(() => removeBridgedSocket(path));
+    const qemu = spawn('sleep', ['30'], { stdio: 'ignore' });
+    cleanups.push(() => {
+      qemu.kill('SIGKILL');
+    });
+    const pidFile = join(d, 'vm1.pid');
+    writeFileSync(pidFile, `${qemu.pid}\n`);
+    // That pid does not hold the socket (the bridge, this process, does): taken anyway.
+    expect(await resolveQemuPid({ qmpPath: path, pidFile })).toMatchObject({ pid: qemu.pid, source: 'pidfile' });
+    writeFileSync(pidFile, `${deadPid()}\n`);
+    await expect(resolveQemuPid({ qmpPath: path, pidFile })).rejects.toThrow(/is not running; .* own bridge \(libvirt\): only a pidfile tells QEMU's pid/);
   });
 
   test("EVE's pidfile beside the domain's qmp socket", async () => {
