@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { openSession } from '../host-reader/session.js';
 import { pollJson, pollText } from './heartbeat-view.js';
-import { addTargetOptions, loadLayoutFlag, resolveTarget, type TargetFlags } from './target.js';
+import { addTargetOptions, loadLayoutFlag, openTarget, resolveTarget, type TargetFlags } from './target.js';
 
 interface ReadFlags extends TargetFlags {
   json?: boolean;
@@ -15,9 +15,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * after the first (capped at 10 s); `--once` reports the first sample alone.
  */
 export async function read(flags: ReadFlags, out: (s: string) => void): Promise<void> {
-  const { qmpPath, memory, pid } = resolveTarget(flags);
+  const spec = resolveTarget(flags);
+  const { memory, pid } = spec;
   const layout = await loadLayoutFlag(flags.layout);
-  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath, ...(pid !== undefined ? { pid } : {}) });
+  const target = await openTarget(spec);
+  const { qmpPath } = target;
+  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath, ...(pid !== undefined ? { pid } : {}), ...(target.pidFile !== undefined ? { pidFile: target.pidFile } : {}) }).catch(async (e: unknown) => {
+    await target.close();
+    throw e;
+  });
   try {
     let p = await s.poller.poll();
     const discovery = p.snapshot?.discovery;
@@ -38,10 +44,11 @@ export async function read(flags: ReadFlags, out: (s: string) => void): Promise<
     }
     const choice = s.memoryChoice;
     const mem = choice === undefined ? undefined : { path: choice.path, note: choice.note, ...(choice.pid !== undefined ? { pid: choice.pid.pid } : {}) };
-    out(flags.json ? JSON.stringify(pollJson(p, { qmp: qmpPath, ...(mem ? { memory: mem } : {}) })) : `${pollText(p, { target: qmpPath })}${mem ? `\nmemory    ${mem.note}` : ''}`);
+    out(flags.json ? JSON.stringify(pollJson(p, { qmp: target.label, ...(mem ? { memory: mem } : {}) })) : `${pollText(p, { target: target.label })}${mem ? `\nmemory    ${mem.note}` : ''}`);
     if (p.error && !p.snapshot) throw p.error;
   } finally {
     await s.close();
+    await target.close();
   }
 }
 

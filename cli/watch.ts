@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { openSession } from '../host-reader/session.js';
 import { realClock } from '../util/clock.js';
 import { pollJson, pollText } from './heartbeat-view.js';
-import { addTargetOptions, loadLayoutFlag, resolveTarget, type TargetFlags } from './target.js';
+import { addTargetOptions, loadLayoutFlag, openTarget, resolveTarget, type TargetFlags } from './target.js';
 import { UsageError } from './usage-error.js';
 
 interface WatchFlags extends TargetFlags {
@@ -16,7 +16,8 @@ interface WatchFlags extends TargetFlags {
  * --json). Ends on SIGINT/SIGTERM, after --count polls, or when QEMU goes away (exit 1).
  */
 export async function watch(flags: WatchFlags, out: (s: string) => void, signal?: AbortSignal): Promise<void> {
-  const { qmpPath, memory, pid } = resolveTarget(flags);
+  const spec = resolveTarget(flags);
+  const { memory, pid } = spec;
   const layout = await loadLayoutFlag(flags.layout);
   const intervalMs = flags.interval === undefined ? Math.max(100, Math.min(1000, layout.kernel.periodMs / 2)) : Number(flags.interval);
   if (!Number.isInteger(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) {
@@ -31,7 +32,12 @@ export async function watch(flags: WatchFlags, out: (s: string) => void, signal?
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const tty = !flags.json && process.stdout.isTTY === true;
-  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath, ...(pid !== undefined ? { pid } : {}) });
+  const target = await openTarget(spec);
+  const { qmpPath } = target;
+  const s = await openSession({ qmpPath, layout, memory, memPath: flags.memPath, ...(pid !== undefined ? { pid } : {}), ...(target.pidFile !== undefined ? { pidFile: target.pidFile } : {}) }).catch(async (e: unknown) => {
+    await target.close();
+    throw e;
+  });
   let drawn = 0;
   try {
     for (let i = 0; i < count && !ac.signal.aborted; i++) {
@@ -44,7 +50,7 @@ export async function watch(flags: WatchFlags, out: (s: string) => void, signal?
       const memoryPath = s.memoryChoice?.path;
       if (flags.json) out(JSON.stringify(pollJson(p, { time: new Date().toISOString(), ...(memoryPath ? { memory: memoryPath } : {}) })));
       else {
-        const text = `${pollText(p, { color: tty, target: qmpPath })}${s.memoryChoice ? `\nmemory    ${s.memoryChoice.note}` : ''}`;
+        const text = `${pollText(p, { color: tty, target: target.label })}${s.memoryChoice ? `\nmemory    ${s.memoryChoice.note}` : ''}`;
         // Redraw in place: move up over the previous frame and clear it.
         out((tty && drawn ? `\x1b[${drawn}F\x1b[J` : i ? '\n' : '') + text);
         drawn = text.split('\n').length;
@@ -58,6 +64,7 @@ export async function watch(flags: WatchFlags, out: (s: string) => void, signal?
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     await s.close();
+    await target.close();
   }
 }
 
