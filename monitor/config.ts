@@ -4,6 +4,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
 import monitorConfigSchema from '../docs/monitor-config.schema.json' with { type: 'json' };
 import { EVE_KVM_DIR, eveDomPaths } from '../host-reader/eve.js';
+import { checkDomainRef, LIBVIRT_URI_DEFAULT, LibvirtRefError, type LibvirtDomainRef } from '../host-reader/libvirt/domain-ref.js';
 import type { MemoryPath } from '../host-reader/session.js';
 import type { ProbeSpec } from './probes/index.js';
 import { DEFAULT_LOG_MAX_READ_BYTES, DEFAULT_WITHIN_PERIODS } from './probes/log-marks.js';
@@ -54,6 +55,11 @@ export interface AppConfig {
   target: AppTarget;
   scenarios: ScenarioConfig[];
   diagnostics: DiagnosticsConfig;
+  /**
+   * A libvirt domain: its QMP bridge, pidfile and console log are bound when the monitor starts
+   * (libvirt-apps.ts); `defaultScenarios` when the app named none, so they are chosen then.
+   */
+  libvirt?: { ref: LibvirtDomainRef; defaultScenarios: boolean };
   /** Named in the file, or found by EVE autodiscovery (discovery.ts). */
   origin: 'config' | 'eve';
 }
@@ -438,6 +444,7 @@ interface RawScenario extends RawTiming {
 interface RawApp {
   name: string;
   eveDom?: string;
+  libvirt?: { domain: string; uri?: string };
   transports?: Partial<Record<keyof AppTarget, string | boolean>>;
   scenarios?: RawScenario[];
   diagnostics?: RawDiagnostics;
@@ -694,6 +701,18 @@ export function defaultScenarios(target: AppTarget, timing: ScenarioTiming): Sce
   return out;
 }
 
+/**
+ * The heartbeat scenarios read QEMU's pid from `pidFile` (EVE's `-pidfile`, libvirt's state file)
+ * unless they name a pid or pidfile of their own.
+ */
+export function withPidFile(scenarios: ScenarioConfig[], pidFile: string): ScenarioConfig[] {
+  return scenarios.map((s) =>
+    (s.probe.type === 'kernel-heartbeat' || s.probe.type === 'agent-heartbeat') && s.probe.params.pid === undefined && s.probe.params.pidFile === undefined
+      ? { ...s, probe: { ...s.probe, params: { ...s.probe.params, pidFile } } }
+      : s,
+  );
+}
+
 function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
   const abs = (p: string) => resolve(ctx.baseDir, p);
   const d = raw.defaults ?? {};
@@ -733,11 +752,26 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
     }
     if (typeof t.consoleMux === 'boolean') target.consoleMux = t.consoleMux;
     if (typeof t.address === 'string') target.address = t.address;
+    let libvirt: AppConfig['libvirt'];
+    if (a.libvirt !== undefined) {
+      if (a.eveDom !== undefined) problem(ctx, ['apps', i, 'libvirt'], 'give eveDom or libvirt, not both');
+      if (t.qmp !== undefined) problem(ctx, ['apps', i, 'transports', 'qmp'], 'a libvirt app is reached through libvirt: no qmp transport');
+      const ref = { domain: a.libvirt.domain, uri: a.libvirt.uri ?? LIBVIRT_URI_DEFAULT };
+      try {
+        checkDomainRef(ref);
+      } catch (e) {
+        if (!(e instanceof LibvirtRefError)) throw e;
+        problem(ctx, ['apps', i, 'libvirt', e.field], `${e.reason} (got ${got(e.value)})`);
+      }
+      libvirt = { ref, defaultScenarios: a.scenarios === undefined };
+    }
 
     const scenarioNames = new Map<string, number>();
     const scenarios =
       a.scenarios === undefined
-        ? defaultScenarios(target, timing)
+        ? libvirt !== undefined
+          ? [] // chosen once the domain's QMP bridge and console log are known (libvirt-apps.ts)
+          : defaultScenarios(target, timing)
         : a.scenarios.map((s, j): ScenarioConfig => {
             const segs: Seg[] = ['apps', i, 'scenarios', j];
             const dup = scenarioNames.get(s.name);
@@ -754,6 +788,7 @@ function normalize(raw: RawConfig, ctx: NormalizeContext): MonitorConfig {
     apps.push({
       name: a.name,
       ...(a.eveDom !== undefined ? { eveDom: a.eveDom } : {}),
+      ...(libvirt !== undefined ? { libvirt } : {}),
       target,
       scenarios,
       diagnostics: diagnosticsOf(a.diagnostics, baseDiag, ['apps', i, 'diagnostics'], ctx),

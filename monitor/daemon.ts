@@ -18,6 +18,7 @@ import {
   type StepResult,
 } from './diagnostics/index.js';
 import { discoverEveApps } from './discovery.js';
+import { bindLibvirtApps } from './libvirt-apps.js';
 import { Manager, type LogRecord } from './manager.js';
 import type { MonitorMetrics } from './metrics.js';
 import { QmpLinks } from './probes/qmp-link.js';
@@ -253,13 +254,14 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
       return b.dir;
     },
   });
+  const libvirt = await bindLibvirtApps(config.apps, { timing: config.defaults.timing, log: o.log });
   const appsNow = async () => {
     try {
       const plan = await discoverEveApps(config);
-      return [...config.apps, ...plan.apps];
+      return [...libvirt.apps, ...plan.apps];
     } catch (e) {
       o.log({ level: 'warn', msg: 'EVE discovery failed', error: String((e as Error).message) });
-      return config.apps;
+      return libvirt.apps;
     }
   };
   shipper?.start();
@@ -279,6 +281,7 @@ export async function runMonitor(config: MonitorConfig, o: MonitorRunOptions): P
     await manager.stop();
     await shipper?.stop();
     await links.closeAll();
+    await libvirt.close();
     o.log({ level: 'info', msg: 'monitor stopped' });
   }
 }

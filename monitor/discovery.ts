@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import { eveDomPaths } from '../host-reader/eve.js';
-import { defaultScenarios, eveDomTarget, type AppConfig, type MonitorConfig } from './config.js';
+import { defaultScenarios, eveDomTarget, withPidFile, type AppConfig, type MonitorConfig } from './config.js';
 import type { AppTarget } from './types.js';
 
 /**
@@ -61,9 +61,7 @@ export function planDiscovery(listing: readonly DomainEntry[], config: Pick<Moni
     // EVE starts QEMU with `-pidfile <dom>/pid`: the heartbeat's procmem path reads the pid there (and
     // checks that pid holds the QMP socket) before walking every process's fds for the socket's owner.
     const pidFile = eveDomPaths(d.name, config.eve.root).pidfile;
-    const scenarios = defaultScenarios(target, config.defaults.timing).map((s) =>
-      s.probe.type === 'kernel-heartbeat' && s.probe.params.pid === undefined && s.probe.params.pidFile === undefined ? { ...s, probe: { ...s.probe, params: { ...s.probe.params, pidFile } } } : s,
-    );
+    const scenarios = withPidFile(defaultScenarios(target, config.defaults.timing), pidFile);
     plan.apps.push({
       name: d.name,
       eveDom: d.name,

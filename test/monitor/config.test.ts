@@ -299,7 +299,7 @@ describe('parseConfig: errors name the file, the line and the field', () => {
       'defaults:\n  periodSeconds: 0\napps:\n  - name: a\n    bogus: 1\n  - {}\n',
       [
         'monitor.yaml:2: defaults.periodSeconds: must be >= 1 (got 0)',
-        'monitor.yaml:5: apps[0].bogus: unknown field (expected one of: name, eveDom, transports, scenarios, diagnostics)',
+        'monitor.yaml:5: apps[0].bogus: unknown field (expected one of: name, eveDom, libvirt, transports, scenarios, diagnostics)',
         'monitor.yaml:6: apps[1].name: is required',
       ],
     ],
