@@ -44,6 +44,9 @@ export const PACKAGES = {
     makedumpfile: 'reads guest memory dumps back (makedumpfile --dump-dmesg) in the memory-dump guest test',
     gcc: 'builds the test guest’s static kexec tool (test/helpers/kexec.ts)',
     'libc6-dev': 'the static libc that tool links',
+    'libvirt-daemon-system': 'libvirtd, run by the libvirt tests (session mode, on temporary paths)',
+    'libvirt-daemon-driver-qemu': 'its QEMU driver',
+    'libvirt-clients': 'virsh, through which eve-diag reaches a libvirt domain',
   },
 } as const satisfies Record<string, Record<string, string>>;
 export type SetupTarget = keyof typeof PACKAGES;
