@@ -29,6 +29,10 @@ describe('read / watch: bad input exits 2 naming the flag', () => {
     [['read', '--qmp', '/x', '--layout', 'NOTJSON'], '--layout'],
     [['read', '--qmp', '/x', '--layout', 'MISSING'], '--layout'],
     [['watch', '--qmp', '/x', '--layout', 'BAD', '--interval', '0'], '--layout'],
+    [['read', '--qmp', '/x', '--libvirt-domain', 'vm1', '--layout', 'BAD'], '--libvirt-domain'],
+    [['read', '--libvirt-domain', '-vm1', '--layout', 'BAD'], '--libvirt-domain'],
+    [['read', '--libvirt-domain', 'vm1', '--libvirt-uri', 'qemu+ssh://host/system', '--layout', 'BAD'], '--libvirt-uri'],
+    [['watch', '--libvirt-domain', 'vm1', '--libvirt-uri', 'qemu:///embed', '--layout', 'BAD'], '--libvirt-uri'],
   ])('%j', async (args, field) => {
     const real = args.map((a) =>
       a === 'BAD' ? join(dir, 'bad.json') : a === 'NOTJSON' ? join(dir, 'notjson.json') : a === 'MISSING' ? join(dir, 'missing.json') : a,
