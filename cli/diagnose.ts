@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { connectQmp } from '../monitor/diagnostics/index.js';
 import { diagnoseApp, openSpool } from '../monitor/daemon.js';
 import { discoverEveApps } from '../monitor/discovery.js';
+import { bindLibvirtApps } from '../monitor/libvirt-apps.js';
 import { VERDICTS } from '../monitor/metrics.js';
 import type { Verdict } from '../monitor/types.js';
 import { loadMonitorConfig } from './monitor.js';
@@ -24,18 +25,26 @@ export async function diagnose(flags: DiagnoseFlags, out: (s: string) => void, e
   if (!(VERDICTS as readonly string[]).includes(flags.verdict)) throw new UsageError('--verdict', flags.verdict, `one of ${VERDICTS.join(', ')}`);
   const config = await loadMonitorConfig(flags.config);
   const apps = [...config.apps, ...(await discoverEveApps(config)).apps];
-  const app = apps.find((a) => a.name === flags.app);
-  if (!app) throw new UsageError('--app', flags.app, `no such app in ${flags.config} (apps: ${apps.map((a) => a.name).join(', ') || 'none'})`);
-  if (app.diagnostics.collectors.length === 0) throw new UsageError('--app', flags.app, 'its diagnostic scenario has no collectors');
-  const n = app.diagnostics.collectors.length;
-  const spool = openSpool({ ...config.spool, dir: flags.spool ?? config.spool.dir }, (r) => err(`${r.level}: ${r.msg}`));
+  const named = apps.find((a) => a.name === flags.app);
+  if (!named) throw new UsageError('--app', flags.app, `no such app in ${flags.config} (apps: ${apps.map((a) => a.name).join(', ') || 'none'})`);
+  if (named.diagnostics.collectors.length === 0) throw new UsageError('--app', flags.app, 'its diagnostic scenario has no collectors');
+  const n = named.diagnostics.collectors.length;
+  const log = (r: { level: string; msg: string }) => err(`${r.level}: ${r.msg}`);
+  const spool = openSpool({ ...config.spool, dir: flags.spool ?? config.spool.dir }, log);
+  // A libvirt app's QMP socket is a bridge opened now (and closed after).
+  const libvirt = await bindLibvirtApps([named], { timing: config.defaults.timing, log });
+  const app = libvirt.apps[0];
+  if (app === undefined) {
+    await libvirt.close();
+    throw new Error(`${flags.app}: cannot reach its libvirt domain (see above)`);
+  }
   const b = await diagnoseApp(app, {
     qmpConnector: connectQmp,
     spool,
     verdict: flags.verdict as Verdict,
     evidence: { requestedBy: 'eve-diag diagnose' },
     onStep: (s) => err(`[${s.index + 1}/${n}] ${s.kind}: ${s.status}, ${s.durationMs} ms: ${s.summary}`),
-  });
+  }).finally(() => libvirt.close());
   if (flags.json) out(JSON.stringify({ id: b.id, dir: b.dir, manifest: b.manifest }));
   else out(`report ${b.id} written to ${b.dir}`);
 }
