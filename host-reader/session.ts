@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { DiagLayout } from '../acpi/diag/layout.js';
+import { isBridgedSocket } from './libvirt/bridged-sockets.js';
 import { FileBackedMemory } from './memory/file-backed.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { PmemsaveMemory } from './memory/pmemsave.js';
@@ -168,6 +169,11 @@ export async function openGuestMemory(qmp: QmpClient, o: OpenMemoryOptions): Pro
         return { memory, choice: { path: 'procmem', pid, note: `procmem: QEMU pid ${pid.pid} from ${pid.detail}` } };
       } catch (e) {
         if (path === 'procmem' || !(e instanceof ProcmemUnavailableError)) throw e;
+        // libvirt's QEMU runs as its own user, confined: it cannot write pmemsave's file into our
+        // private directory. HMP xp goes through libvirt like any command.
+        if (isBridgedSocket(o.qmpPath)) {
+          return { memory: new XpMemory(qmp, o.qmpPath), choice: { path: 'xp', note: `procmem unavailable: ${e.reason}: using xp (a libvirt domain: its QEMU cannot write pmemsave's file into our directory)` } };
+        }
         const memory = await PmemsaveMemory.open(qmp, { label: o.qmpPath });
         return { memory, choice: { path: 'pmemsave', note: `procmem unavailable: ${e.reason}: using pmemsave` } };
       }

@@ -13,6 +13,8 @@ import {
   readPtraceScope,
 } from '../../../host-reader/memory/procmem.js';
 import { QmpClient } from '../../../host-reader/qmp/index.js';
+import { addBridgedSocket, removeBridgedSocket } from '../../../host-reader/libvirt/bridged-sockets.js';
+import { XpMemory } from '../../../host-reader/memory/xp.js';
 import { openGuestMemory, ProcmemUnavailableError } from '../../../host-reader/session.js';
 import { FakeQmpServer } from '../../helpers/fake-qmp-server.js';
 
@@ -204,6 +206,17 @@ describe('openGuestMemory: auto and procmem', () => {
     const forced = await openGuestMemory(qmp, { qmpPath: server.path, memory: 'procmem' }).catch((e: unknown) => e);
     expect(forced).toBeInstanceOf(ProcmemUnavailableError);
     expect((forced as Error).message).toMatch(/^--memory procmem: unavailable: gpa2hva 0x0/);
+  });
+
+  test("a libvirt bridge's socket falls back to xp: libvirt's QEMU cannot write pmemsave's file for us", async () => {
+    const { server, qmp } = await fakeQemu(0x7f00_0000_0000n, () => 'unknown command: gpa2hva\r\n');
+    addBridgedSocket(server.path);
+    cleanups.push(() => removeBridgedSocket(server.path));
+    const { memory, choice } = await openGuestMemory(qmp, { qmpPath: server.path, memory: 'auto', pidFile: '/nonexistent/vm1.pid' });
+    cleanups.push(() => memory.close?.());
+    expect(choice.path).toBe('xp');
+    expect(choice.note).toMatch(/^procmem unavailable: .*: using xp \(a libvirt domain/);
+    expect(memory).toBeInstanceOf(XpMemory);
   });
 
   test('a failing test read (nothing mapped at the address) falls back too', async () => {
