@@ -14,7 +14,8 @@ import { killMonitors, startMonitor, type LogLine } from '../helpers/monitor-cli
  * `virsh define`); `eve-diag read --libvirt-domain` reads the table through libvirt's QMP and
  * procmem with libvirt's pidfile; the monitor, given only the domain, binds its console log from the
  * XML, says running-healthy, then a hang when libvirt injects an NMI into a guest booted with
- * unknown_nmi_panic, then vm-not-running when the domain is destroyed.
+ * unknown_nmi_panic (its report's QMP and HMP collectors through libvirt, as `eve-diag diagnose`'s),
+ * then vm-not-running when the domain is destroyed.
  */
 const DOM = 'eve-diag-lv1';
 let lv: Libvirtd;
@@ -116,8 +117,18 @@ apps:
     scenarios:
       - { name: run-state, probe: { type: qmp-status } }
       - { name: kernel, probe: { type: kernel-heartbeat } }
+    diagnostics:
+      collectors: [{ type: qmp-state }, { type: hmp-registers }]
 `,
     );
+    // The one-shot diagnose opens its own bridge: QMP and HMP through libvirt.
+    const once = await runCli('diagnose', '--config', config, '--app', 'lv', '--json');
+    expect(once.code, once.err).toBe(0);
+    const onceSteps = (JSON.parse(once.out) as { manifest: { steps: { kind: string; ok: boolean; summary: string }[] } }).manifest.steps;
+    expect(onceSteps.map((x) => [x.kind, x.ok]), JSON.stringify(onceSteps)).toEqual([
+      ['qmp-state', true],
+      ['hmp-registers', true],
+    ]);
     const m = startMonitor(config);
     const verdict = (from: number, ok: (v: string) => boolean, ms: number): Promise<LogLine> =>
       m.waitFor((l) => m.lines.indexOf(l) >= from && l.msg === 'verdict' && l['app'] === 'lv' && ok(String(l['verdict'])), ms);
@@ -133,6 +144,13 @@ apps:
     const hung = await verdict(from, (v) => HANG.has(v), 30_000);
     const hangMs = Date.now() - t0;
     await waitFile(files.console, /Kernel panic - not syncing: NMI/, 10_000);
+    // The report of the hang, its collectors through libvirt.
+    const done = await m.waitFor((l) => m.lines.indexOf(l) >= from && l.msg === 'diagnostics done' && l['app'] === 'lv', 30_000);
+    const manifest = JSON.parse(await readFile(join(String(done['report']), 'manifest.json'), 'utf8')) as { steps: { kind: string; ok: boolean; summary: string }[] };
+    expect(manifest.steps.map((x) => [x.kind, x.ok]), JSON.stringify(manifest.steps)).toEqual([
+      ['qmp-state', true],
+      ['hmp-registers', true],
+    ]);
 
     // Destroyed: libvirt's lifecycle event closes the bridge's connections; QEMU is gone.
     from = m.lines.length;
