@@ -9,7 +9,7 @@
 #        bash bench/run.sh faults [--help | options]     bench/faults.ts (the fault suite's scoreboard; needs dist/)
 #        bash bench/run.sh fuzz [RUNS [SEED]]             test/fuzz with RUNS cases per property (default 100000)
 #        bash bench/run.sh fuzz-coverage [RUNS]           test/fuzz's line and branch coverage of the decoders it fuzzes (default 300 runs)
-#        bash bench/run.sh matrix                         the diagnostic SSDT on every kernel x QEMU x machine x firmware cell (36 guests, ~30 min; needs dist/)
+#        bash bench/run.sh matrix                         the diagnostic SSDT on every kernel x QEMU x machine x firmware cell (36 guests, ~16 min; needs dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=poll
