@@ -191,7 +191,10 @@ export class LibvirtQmpBridge {
           continue;
         }
         conn.pending += 1;
-        conn.chain = conn.chain.then(() => this.#handle(conn, line)).finally(() => (conn.pending -= 1));
+        conn.chain = conn.chain
+          .then(() => this.#handle(conn, line))
+          .catch(() => void socket.destroy())
+          .finally(() => (conn.pending -= 1));
       }
     })().catch(() => socket.destroy());
   }
