@@ -103,6 +103,12 @@ ${frag.out}
     expect(r.vm.status).toBe('running');
     expect(r.memory).toMatchObject({ path: 'procmem', pid: qemuPid });
     expect(r.memory.note).toContain(pidFile);
+    const watched = await runCli('watch', '--libvirt-domain', DOM, '--libvirt-uri', lv.uri, '--layout', files.layout, '--json', '--count', '4', '--interval', '700');
+    expect(watched.code, watched.err).toBe(0);
+    const polls = watched.out.trim().split('\n').map((l) => JSON.parse(l) as { kernel: { status: string }; memory: string });
+    expect(polls.map((p) => p.memory)).toEqual(['procmem', 'procmem', 'procmem', 'procmem']);
+    // Liveness needs a beat seen changing: within 2.1 s of polls at a 1 s period.
+    expect(polls.map((p) => p.kernel.status)).toContain('alive');
 
     // The monitor: the domain named, nothing else; the console log comes from the XML.
     const config = join(dir, 'monitor.yaml');
