@@ -31,7 +31,7 @@ export function addTargetOptions(c: Command): Command {
       DEFAULT_MEMORY_PATH,
     )
     .option('--mem-path <file>', 'with --memory file: the memory-backend-file mem-path of the VM')
-    .option('--pid <pid>', "with --memory procmem or auto: QEMU's pid (default: EVE's pidfile, else the owner of the QMP socket)");
+    .option('--pid <pid>', "with --memory procmem or auto: QEMU's pid (default: EVE's or libvirt's pidfile, else the owner of the QMP socket)");
 }
 
 /** Which VM a command names: a QMP socket, or a libvirt domain (its QMP socket is opened by openTarget). */
