@@ -15,7 +15,8 @@ import { killMonitors, startMonitor, type LogLine } from '../helpers/monitor-cli
  * procmem with libvirt's pidfile; the monitor, given only the domain, binds its console log from the
  * XML, says running-healthy, then a hang when libvirt injects an NMI into a guest booted with
  * unknown_nmi_panic (its report's QMP and HMP collectors through libvirt, as `eve-diag diagnose`'s),
- * then vm-not-running when the domain is destroyed.
+ * then vm-not-running when the domain is destroyed. Between the two libvirtd restarts: the bridge
+ * follows the new daemon and no verdict changes.
  */
 const DOM = 'eve-diag-lv1';
 let lv: Libvirtd;
@@ -143,8 +144,17 @@ apps:
     await m.waitFor((l) => l.msg === 'scenario result' && l['scenario'] === 'kernel' && l['result'] === 'success', 60_000);
     await verdict(0, (v) => v === 'running-healthy', 30_000);
 
-    // A panic, by libvirt's own NMI (the guest booted with unknown_nmi_panic).
+    // libvirtd restarts (its domains run on): the bridge's virsh streams end and are started again;
+    // the heartbeat (procmem, no libvirt) goes on, and no verdict changes.
     let from = m.lines.length;
+    await lv.restart();
+    const streamEnded = await m.waitFor((l) => m.lines.indexOf(l) >= from && typeof l.msg === 'string' && /stream: .*restarting in/.test(l.msg), 15_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(m.lines.slice(from).filter((l) => l.msg === 'verdict' && l['app'] === 'lv').map((l) => l['verdict'])).toEqual([]);
+    expect((await lv.virsh('domstate', '--domain', DOM)).trim()).toBe('running');
+
+    // A panic, by libvirt's own NMI (the guest booted with unknown_nmi_panic), through the new libvirtd.
+    from = m.lines.length;
     const t0 = Date.now();
     await lv.virsh('inject-nmi', '--domain', DOM);
     const hung = await verdict(from, (v) => HANG.has(v), 30_000);
@@ -164,7 +174,7 @@ apps:
     await lv.virsh('destroy', '--domain', DOM);
     const gone = await verdict(from, (v) => v === 'vm-not-running', 30_000);
     const goneMs = Date.now() - t1;
-    console.log(`[libvirt] read: ${r.memory.note}; NMI panic → ${String(hung['verdict'])} in ${hangMs} ms (${String(hung['reason'])}); destroy → ${String(gone['verdict'])} in ${goneMs} ms`);
+    console.log(`[libvirt] read: ${r.memory.note}; libvirtd restarted: "${streamEnded.msg}", no verdict change; NMI panic → ${String(hung['verdict'])} in ${hangMs} ms (${String(hung['reason'])}); destroy → ${String(gone['verdict'])} in ${goneMs} ms`);
 
     m.child.kill('SIGTERM');
     expect(await m.exited).toBe(0);

@@ -18,11 +18,13 @@ export interface Libvirtd {
   /** The temporary directory (owned by nobody): put the domains' files here. */
   dir: string;
   uri: string;
-  pid: number;
+  readonly pid: number;
   /** Runs virsh against this daemon; rejects with its stderr on failure. */
   virsh(...args: string[]): Promise<string>;
   /** The daemon's own log (for failure messages). */
   log(): Promise<string>;
+  /** Stops libvirtd (SIGTERM; its domains keep running) and starts it again on the same paths. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -91,24 +93,52 @@ export async function startLibvirtd(): Promise<Libvirtd> {
   for (const d of ['run', 'config', 'cache', 'data']) await mkdir(join(dir, d), { mode: d === 'run' ? 0o700 : 0o755 });
   for (const p of [dir, ...['run', 'config', 'cache', 'data'].map((d) => join(dir, d))]) await chown(p, NOBODY, NOBODY);
   const logFile = join(dir, 'libvirtd.log');
-  const fd = openSync(logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn('/usr/sbin/libvirtd', [], { uid: NOBODY, gid: NOBODY, env, stdio: ['ignore', fd, fd], detached: true });
-  } finally {
-    closeSync(fd);
-  }
-  const pid = child.pid as number;
-  child.unref();
+  const spawnDaemon = (): number => {
+    const fd = openSync(logFile, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn('/usr/sbin/libvirtd', [], { uid: NOBODY, gid: NOBODY, env, stdio: ['ignore', fd, fd], detached: true });
+    } finally {
+      closeSync(fd);
+    }
+    child.unref();
+    return child.pid as number;
+  };
+  let pid = spawnDaemon();
   const socket = join(dir, 'run', 'libvirt', 'libvirt-sock');
   const uri = `qemu:///session?socket=${socket}`;
   const virsh = (...args: string[]) => run('virsh', ['-q', '-c', uri, ...args]);
   let stopped = false;
+  // Ready when the socket answers (the first connection also probes QEMU's capabilities: seconds).
+  const ready = async (): Promise<void> => {
+    const end = Date.now() + 60_000;
+    for (;;) {
+      if (!alive(pid)) {
+        const log = await d.log();
+        await d.stop();
+        throw new Error(`libvirtd exited at start:\n${log.slice(-2000)}`);
+      }
+      if (existsSync(socket) && (await virsh('list', '--all').then(() => true, () => false))) return;
+      if (Date.now() > end) {
+        const log = await d.log();
+        await d.stop();
+        throw new Error(`libvirtd not answering after 60 s:\n${log.slice(-2000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   const d: Libvirtd = {
     dir,
     uri,
-    pid,
+    get pid() {
+      return pid;
+    },
     virsh,
+    restart: async () => {
+      await killPid(pid);
+      pid = spawnDaemon();
+      await ready();
+    },
     log: () => readFile(logFile, 'utf8').catch(() => ''),
     stop: async () => {
       if (stopped) return;
@@ -130,21 +160,6 @@ export async function startLibvirtd(): Promise<Libvirtd> {
     },
   };
   live.add(d);
-  // Ready when the socket answers (the first connection also probes QEMU's capabilities: seconds).
-  const end = Date.now() + 60_000;
-  for (;;) {
-    if (!alive(pid)) {
-      const log = await d.log();
-      await d.stop();
-      throw new Error(`libvirtd exited at start:\n${log.slice(-2000)}`);
-    }
-    if (existsSync(socket) && (await virsh('list', '--all').then(() => true, () => false))) break;
-    if (Date.now() > end) {
-      const log = await d.log();
-      await d.stop();
-      throw new Error(`libvirtd not answering after 60 s:\n${log.slice(-2000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  await ready();
   return d;
 }
