@@ -88,7 +88,8 @@ export interface OpenTarget {
 export async function openTarget(t: TargetSpec): Promise<OpenTarget> {
   if (t.libvirt === undefined) return { qmpPath: t.qmpPath as string, label: t.qmpPath as string, close: async () => undefined };
   const lv = await openLibvirtTarget(t.libvirt);
-  const problem = lv.xmlError ?? (await lv.bridge.check());
+  // The bridge asked libvirt at open: no second query-version.
+  const problem = lv.xmlError ?? lv.bridge.unreachable;
   if (problem !== undefined) {
     await lv.close();
     throw new Error(`libvirt domain ${JSON.stringify(t.libvirt.domain)} (${t.libvirt.uri}): ${problem}`);

@@ -56,6 +56,7 @@ export class LibvirtQmpBridge {
   #watch: { stop(): void } | undefined;
   #restart: NodeJS.Timeout | undefined;
   #closed = false;
+  #unreachable: string | undefined;
   /** Events passed to clients, stream restarts, connections: for logs and tests. */
   readonly stats = { events: 0, watchRestarts: 0, connections: 0 };
 
@@ -73,6 +74,11 @@ export class LibvirtQmpBridge {
     bridge.#startWatch();
     await bridge.#sync();
     return bridge;
+  }
+
+  /** libvirt's reason the domain's QEMU was not reached at the last check (open, a stream restart); undefined if it was. */
+  get unreachable(): string | undefined {
+    return this.#unreachable;
   }
 
   /** Whether the socket is bound now (the domain ran when last seen). */
@@ -101,7 +107,8 @@ export class LibvirtQmpBridge {
 
   /** Binds or unbinds the socket by whether the domain runs now. */
   async #sync(): Promise<void> {
-    await this.#setListening((await this.check()) === undefined);
+    this.#unreachable = await this.check();
+    await this.#setListening(this.#unreachable === undefined);
   }
 
   #setListening(on: boolean): Promise<void> {
